@@ -1,0 +1,38 @@
+"""The ``riembench`` command: Hydra app over conf/ (one cell, or a sweep with -m / experiment=)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+import riembench.config  # noqa: F401  (stores the schemas)
+import riembench.data  # noqa: F401  (registers datasets and their schemas)
+import riembench.methods  # noqa: F401  (registers methods and their schemas)
+from riembench.errors import RiembenchError
+
+
+def config_dir() -> str:
+    """conf/ of this checkout, or RIEMBENCH_CONF (for a config tree kept elsewhere)."""
+    return os.environ.get("RIEMBENCH_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
+
+
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def main(cfg: DictConfig) -> None:
+    from riembench.runner import run
+
+    try:
+        outcome = run(cfg)
+    except RiembenchError as exc:
+        logging.getLogger("riembench").error("%s", exc)
+        raise SystemExit(f"riembench: {exc}") from None
+    logging.getLogger("riembench").info("%s: wrote %d record(s), skipped %d, failed %d",
+                                        outcome.table, len(outcome.written), len(outcome.skipped),
+                                        len(outcome.failed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""Structured (dataclass) configs: the schema Hydra checks every composed config against.
+
+Top-level keys are fixed by :class:`RunConfig`; each group entry (method, dataset, size) gets its
+schema from the registry of its axis, and the runner re-validates each group node against it, so
+``method.stpes=10`` or ``size.ratio=abc`` stop with an error before any work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from riembench.errors import RiembenchError
+from riembench.registry import Registry
+
+
+@dataclass
+class StoreConfig:
+    #: where run records go (relative to the working directory unless absolute)
+    root: str = "${oc.env:RIEMBENCH_STORE,runs}"
+
+
+@dataclass
+class WandbConfig:
+    enabled: bool = True
+    #: used unless the WANDB_MODE environment variable is set (it wins, as W&B users expect)
+    mode: str = "offline"
+    project: str = "riembench"
+    entity: str | None = None
+    dir: str = "${oc.env:RIEMBENCH_WANDB_DIR,wandb}"
+
+
+@dataclass
+class RatioSizeConfig:
+    """Budget as a fraction of the dense matrix's m * n entries (table 5's T_comp / T_naive)."""
+
+    name: str = "ratio"
+    ratio: float = 0.1
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "none"
+
+
+@dataclass
+class RunConfig:
+    method: Any = MISSING
+    dataset: Any = MISSING
+    size: Any = MISSING
+    backbone: Any = field(default_factory=BackboneConfig)
+    #: which paper table the records belong to; None takes the dataset's table
+    table: str | None = None
+    seed: int = 0
+    #: run several seeds in one process (batched by the fitting engine); None means [seed]
+    seeds: list[int] | None = None
+    #: "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
+    device: str = "auto"
+    #: torch CPU threads per job (None: torch's default); set to cores / joblib jobs in sweeps
+    threads: int | None = None
+    progress: bool = True
+    store: StoreConfig = field(default_factory=StoreConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+SIZES: Registry[type] = Registry("size")
+SIZES.register("ratio", RatioSizeConfig)(RatioSizeConfig)
+
+ConfigStore.instance().store(name="base_config", node=RunConfig)
+ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)
+
+
+def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:
+    """Validate one group node against its registered schema and return the dataclass instance."""
+    name = node.get("name")
+    if name is None:
+        raise RiembenchError(f"{registry.axis} config has no 'name'")
+    registry.get(name)  # UnknownEntry lists the known names
+    schema = registry.schema(name)
+    if schema is None:
+        return node
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+    except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
+        raise RiembenchError(f"invalid {registry.axis} config for '{name}': {exc}") from exc
+    return OmegaConf.to_object(merged)

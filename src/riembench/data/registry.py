@@ -1,0 +1,3 @@
+from riembench.registry import Registry
+
+DATASETS: Registry = Registry("dataset")
