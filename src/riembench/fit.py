@@ -431,12 +431,21 @@ def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm type
 # data-free smart initialisation of RieM from a truncated SVD of the target
 
 
-def _curvature_point(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
-    """(z0, act''(z0)) with |act''| largest on [-4, 4]: where a pair of terms is most 'quadratic'."""
+def _derivatives(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """act' and act'' on a grid over [-4, 4] (act'' = 0 where autograd has no second graph)."""
     with torch.enable_grad():
         z = torch.linspace(-4, 4, 8001, dtype=torch.float64, requires_grad=True)
         (g,) = torch.autograd.grad(act(z).sum(), z, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), z)
+        if g.requires_grad:
+            (h,) = torch.autograd.grad(g.sum(), z)
+        else:  # piecewise-linear activations (identity, relu)
+            h = torch.zeros_like(z)
+    return z.detach(), g.detach(), h.detach()
+
+
+def _curvature_point(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """(z0, act''(z0)) with |act''| largest on [-4, 4]: where a pair of terms is most 'quadratic'."""
+    z, g, h = _derivatives(act)
     i = int(h.abs().argmax())
     return float(z[i]), float(h[i])
 
@@ -545,10 +554,7 @@ def init_riem_from_svd(model: "RiemEmbedding", targets: torch.Tensor, amplitude:
 
 def _inflection_point(act: Callable[[torch.Tensor], torch.Tensor]) -> float:
     """Where act is most linear with a non-zero slope (|act''| smallest among steep points)."""
-    with torch.enable_grad():
-        z = torch.linspace(-4, 4, 8001, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad(act(z).sum(), z, create_graph=True)
-        (h,) = torch.autograd.grad(g.sum(), z)
+    z, g, h = _derivatives(act)
     steep = g.detach().abs() >= 0.5 * g.detach().abs().max()
     score = torch.where(steep, h.abs(), torch.full_like(h, math.inf))
     return float(z[int(score.argmin())])

@@ -128,6 +128,8 @@ class RunStore:
         """Every finished record (of one table, or all); half-written temp files are skipped."""
         pattern = f"{table}/*.json" if table else "*/*.json"
         for path in sorted(self.root.glob(pattern)):
+            if path.name.startswith("."):  # a write in progress (or killed mid-write)
+                continue
             with open(path) as fh:
                 yield json.load(fh)
 

@@ -68,6 +68,8 @@ class RiemMethod(EmbeddingMethod):
         if self.cfg.init == "random":
             return {"init": "random"}
         rank = init_riem_from_svd(model, targets, seeds=seeds)
+        if rank == 0:  # e.g. a piecewise-linear activation: the random init was kept
+            return {"init": "random", "init_note": "svd warm start not applicable to this setting"}
         return {"init": "svd", "init_rank": rank}
 
     def describe(self, model: RiemEmbedding) -> dict[str, Any]:
