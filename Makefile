@@ -28,7 +28,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 table5: $(STAMP)
-	$(RUN) experiment=table5 --multirun
+	$(RUN) experiment=table5
 	$(BIN)/python -m riembench.report table5
 
 tables: $(STAMP)

@@ -30,7 +30,7 @@ class WandbConfig:
     mode: str = "offline"
     project: str = "riembench"
     entity: str | None = None
-    dir: str = "${oc.env:RIEMBENCH_WANDB_DIR,wandb}"
+    dir: str = "${oc.env:RIEMBENCH_WANDB_DIR,.}"
 
 
 @dataclass

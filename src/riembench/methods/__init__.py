@@ -2,4 +2,4 @@
 
 from riembench.methods.base import METHODS, MatrixApprox, MatrixMethod  # noqa: F401
 from riembench.methods import lpnorm, riem  # noqa: F401
-# BASELINES_PENDING from riembench.methods import svd, manifold, autoencoder  # noqa: F401
+from riembench.methods import svd, manifold, autoencoder  # noqa: F401

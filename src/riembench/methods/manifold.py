@@ -1,0 +1,253 @@
+"""Table 5's scikit-learn baselines: embed the rows of A in k dimensions, decode them linearly.
+
+Isomap, LLE, Nystroem and Kernel PCA only produce an embedding ``E`` (m x k) of the rows; none
+has an inverse map that reproduces a row of A. To turn each into a compressor they all share the
+same decoder, fitted once in closed form: a least-squares linear map with intercept,
+``D = lstsq([E, 1], A)`` and ``A_hat = [E, 1] D``. Least squares is the best any linear decoder
+can do from that embedding, so differences between the four rows come from the embeddings alone,
+and a useless embedding still scores no worse than the mean row (the intercept).
+
+Stored numbers: the embedding ``m k`` plus the decoder ``(k + 1) n``; ``k`` is the largest that
+fits the budget, capped where the estimator cannot produce more components. The paper gives no
+hyper-parameters, so every default is scikit-learn's own (n_neighbors=5, KernelPCA's linear
+kernel, Nystroem's rbf with gamma = 1 / n_features), except ``eigen_solver="dense"`` where the
+seed cannot reach ARPACK's start vector (Isomap) or where dense keeps the seed irrelevant.
+Fitting runs in float64 on the CPU whatever ``device`` is (scikit-learn is CPU-only).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.decomposition import KernelPCA
+from sklearn.kernel_approximation import Nystroem
+from sklearn.manifold import Isomap, LocallyLinearEmbedding
+
+from riembench.errors import ImpossibleBudget, RiembenchError
+from riembench.methods.base import METHODS, MatrixApprox, MethodConfig, PerSeedMatrixMethod
+
+# --------------------------------------------------------------------------------------------
+# the shared part: size solving and the linear decoder
+
+
+def decoder_params(m: int, n: int, k: int) -> int:
+    """Stored numbers of an embedding-plus-decoder: E (m x k) and D ((k + 1) x n)."""
+    return m * k + (k + 1) * n
+
+
+def solve_embedding_dim(m: int, n: int, budget: int, k_max: int, name: str) -> int:
+    """Largest k with ``decoder_params(m, n, k) <= budget``, capped at ``k_max``."""
+    k = min((budget - n) // (m + n), k_max)
+    if k < 1:
+        need = decoder_params(m, n, 1)
+        why = f"budget is {budget}" if k_max >= 1 else f"the estimator allows k <= {k_max}"
+        raise ImpossibleBudget(f"{name}: a {m}x{n} matrix needs at least {need} parameters "
+                               f"(k=1 embedding + linear decoder); {why}")
+    return k
+
+
+def linear_decode(embedding: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``[E, 1] @ lstsq([E, 1], A)``: the best linear (with intercept) reconstruction from E.
+
+    The minimum-norm solution (rcond=None) keeps rank-deficient embeddings (repeated or zero
+    columns, which LLE and Isomap produce on disconnected neighbour graphs) from failing.
+    """
+    design = np.hstack([embedding, np.ones((embedding.shape[0], 1))])
+    decoder, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return design @ decoder
+
+
+@dataclass
+class EmbeddingDecoderConfig(MethodConfig):
+    """Nothing shared beyond the name; each estimator adds its own hyper-parameters."""
+
+
+class EmbeddingDecoderMethod(PerSeedMatrixMethod):
+    """Budget -> k, embed the rows with a scikit-learn estimator, decode with least squares.
+
+    A subclass only says how many components its estimator can produce (``max_components``)
+    and builds the estimator (``estimator``); everything else lives here once.
+    """
+
+    cfg: Any
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        # whether the seed matters can depend on the settings (e.g. eigen_solver), so refine the
+        # class default per instance
+        self.deterministic = not self.seed_matters()  # type: ignore[misc]
+
+    def seed_matters(self) -> bool:
+        return not type(self).deterministic
+
+    @abstractmethod
+    def max_components(self, m: int, n: int) -> int:
+        """Most components the estimator can return for m samples of n features."""
+
+    @abstractmethod
+    def estimator(self, k: int, seed: int, n_samples: int) -> Any:
+        """The scikit-learn estimator producing a k-dimensional embedding of ``n_samples`` rows."""
+
+    def approximate_one(self, target: torch.Tensor, budget: int, seed: int,
+                        device: torch.device) -> MatrixApprox:
+        m, n = target.shape
+        k = solve_embedding_dim(m, n, budget, self.max_components(m, n), self.cfg.name)
+        rows = target.detach().cpu().to(torch.float64).numpy()
+        est = self.estimator(k, seed, m)
+        embedding = np.asarray(est.fit_transform(rows), dtype=np.float64)
+        k_used = embedding.shape[1]  # estimators may return fewer columns than asked
+        a_hat = linear_decode(embedding, rows)
+        info = {"k": k_used, "k_requested": k, "estimator": _settings(est),
+                "rel_mse": float(np.mean((a_hat - rows) ** 2) / max(float(rows.var()), 1e-30))}
+        return MatrixApprox(torch.from_numpy(a_hat).to(target.dtype), decoder_params(m, n, k_used), info)
+
+
+def _settings(est: Any) -> dict[str, Any]:
+    """The estimator's effective settings (after any capping), as plain JSON-able values."""
+    plain = (bool, int, float, str, type(None))
+    return {"class": type(est).__name__,
+            **{k: v for k, v in est.get_params().items() if isinstance(v, plain)}}
+
+
+def _neighbors(n_neighbors: int, n_samples: int) -> int:
+    """Neighbour-graph methods need n_neighbors < n_samples; tiny matrices get the most allowed."""
+    return max(1, min(n_neighbors, n_samples - 1))
+
+
+def _check_neighbors(name: str, n_neighbors: int) -> None:
+    if n_neighbors < 1:
+        raise RiembenchError(f"{name} n_neighbors must be >= 1, got {n_neighbors}")
+
+
+def _check_choice(name: str, field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise RiembenchError(f"{name} {field} must be one of {', '.join(allowed)}, got '{value}'")
+
+
+# --------------------------------------------------------------------------------------------
+# the four estimators
+
+
+@dataclass
+class IsomapConfig(EmbeddingDecoderConfig):
+    name: str = "isomap"
+    n_neighbors: int = 5
+    #: "dense" by default: Isomap takes no random_state, so ARPACK would start from numpy's
+    #: global RNG and the run would not be reproducible
+    eigen_solver: str = "dense"
+    path_method: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check_neighbors("isomap", self.n_neighbors)
+        _check_choice("isomap", "eigen_solver", self.eigen_solver, ("auto", "arpack", "dense"))
+
+
+@METHODS.register("isomap", IsomapConfig)
+class IsomapMethod(EmbeddingDecoderMethod):
+    """Isomap has no random_state: the seed never reaches it."""
+
+    cfg: IsomapConfig
+    deterministic = True
+
+    def max_components(self, m: int, n: int) -> int:
+        return m - 1  # eigenvectors of the centred m x m geodesic kernel (rank <= m - 1)
+
+    def estimator(self, k: int, seed: int, n_samples: int) -> Isomap:
+        return Isomap(n_neighbors=_neighbors(self.cfg.n_neighbors, n_samples), n_components=k,
+                      eigen_solver=self.cfg.eigen_solver, path_method=self.cfg.path_method)
+
+
+@dataclass
+class LleConfig(EmbeddingDecoderConfig):
+    name: str = "lle"
+    n_neighbors: int = 5
+    reg: float = 1e-3
+    #: "standard", "modified", "hessian" or "ltsa" (the last three need many more neighbours)
+    method: str = "standard"
+    #: "dense" makes the seed irrelevant (it only seeds ARPACK's start vector)
+    eigen_solver: str = "dense"
+
+    def __post_init__(self) -> None:
+        _check_neighbors("lle", self.n_neighbors)
+        _check_choice("lle", "eigen_solver", self.eigen_solver, ("auto", "arpack", "dense"))
+        _check_choice("lle", "method", self.method, ("standard", "modified", "hessian", "ltsa"))
+
+
+@METHODS.register("lle", LleConfig)
+class LleMethod(EmbeddingDecoderMethod):
+    cfg: LleConfig
+    deterministic = True
+
+    def seed_matters(self) -> bool:
+        return self.cfg.eigen_solver != "dense"
+
+    def max_components(self, m: int, n: int) -> int:
+        return min(n, m - 1)  # sklearn: k <= n_features, and k + 1 bottom eigenvectors of m x m
+
+    def estimator(self, k: int, seed: int, n_samples: int) -> LocallyLinearEmbedding:
+        return LocallyLinearEmbedding(n_neighbors=_neighbors(self.cfg.n_neighbors, n_samples),
+                                      n_components=k,
+                                      reg=self.cfg.reg, method=self.cfg.method,
+                                      eigen_solver=self.cfg.eigen_solver, random_state=seed)
+
+
+@dataclass
+class NystroemConfig(EmbeddingDecoderConfig):
+    name: str = "nystroem"
+    kernel: str = "rbf"
+    #: None: scikit-learn's default for the kernel (rbf: 1 / n_features)
+    gamma: float | None = None
+    coef0: float | None = None
+    degree: float | None = None
+
+
+@METHODS.register("nystroem", NystroemConfig)
+class NystroemMethod(EmbeddingDecoderMethod):
+    """The seed draws the k landmark rows, so every seed is a different approximation."""
+
+    cfg: NystroemConfig
+    deterministic = False
+
+    def max_components(self, m: int, n: int) -> int:
+        return m  # k landmarks drawn from the m rows
+
+    def estimator(self, k: int, seed: int, n_samples: int) -> Nystroem:
+        return Nystroem(kernel=self.cfg.kernel, gamma=self.cfg.gamma, coef0=self.cfg.coef0,
+                        degree=self.cfg.degree, n_components=k, random_state=seed)
+
+
+@dataclass
+class KernelPcaConfig(EmbeddingDecoderConfig):
+    name: str = "kernel_pca"
+    #: scikit-learn's default "linear" makes this PCA of the rows; "rbf", "poly", ... available
+    kernel: str = "linear"
+    gamma: float | None = None
+    degree: int = 3
+    coef0: float = 1.0
+    #: "dense" makes the seed irrelevant (it only drives arpack / randomized solvers)
+    eigen_solver: str = "dense"
+
+    def __post_init__(self) -> None:
+        _check_choice("kernel_pca", "eigen_solver", self.eigen_solver,
+                      ("auto", "dense", "arpack", "randomized"))
+
+
+@METHODS.register("kernel_pca", KernelPcaConfig)
+class KernelPcaMethod(EmbeddingDecoderMethod):
+    cfg: KernelPcaConfig
+    deterministic = True
+
+    def seed_matters(self) -> bool:
+        return self.cfg.eigen_solver != "dense"
+
+    def max_components(self, m: int, n: int) -> int:
+        return m - 1  # the centred m x m kernel has rank <= m - 1
+
+    def estimator(self, k: int, seed: int, n_samples: int) -> KernelPCA:
+        return KernelPCA(n_components=k, kernel=self.cfg.kernel, gamma=self.cfg.gamma,
+                         degree=self.cfg.degree, coef0=self.cfg.coef0,
+                         eigen_solver=self.cfg.eigen_solver, random_state=seed)
