@@ -14,15 +14,21 @@ import argparse
 import json
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from riembench.data.synthetic import SyntheticConfig, build_synthetic
 from riembench.evaluate import matvec_error
-from riembench.fit import (FitConfig, RiemEmbedding, default_shifts, fit, init_riem_from_svd,
-                           solve_riem_dims)
+from riembench.fit import (
+    FitConfig,
+    RiemEmbedding,
+    default_shifts,
+    fit,
+    init_riem_from_svd,
+    solve_riem_dims,
+)
 from riembench.store import package_versions
 
 BASE = {"activation": "sigmoid", "wrap": True, "combine": "sum", "init": "svd"}
@@ -81,7 +87,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     meta = {"device": f"cpu:{platform.processor() or platform.machine()}", "threads": torch.get_num_threads(),
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": package_versions(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds"), "versions": package_versions(),
             "args": vars(args)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))

@@ -16,7 +16,7 @@ import argparse
 import json
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -91,7 +91,7 @@ def main() -> None:
         f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
     result = {
         "benchmark": "riem_fit_engine_vs_naive_loop", "device": device_name,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": package_versions(), "args": vars(args),
         "naive_s_per_seed_step": naive_s / (args.seeds * args.steps),
         "engine_s_per_seed_step": eng_s / (args.seeds * args.steps),

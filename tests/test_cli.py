@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import riembench.cli  # noqa: F401  (registers schemas)
+import riembench.cli
 from riembench.cli import config_dir
 from riembench.config import SIZES, typed_group
 from riembench.data import DATASETS

@@ -1,13 +1,20 @@
 """The fitting engine: recovery, parameter accounting, batching, failure isolation, sizing."""
 
-import math
 
 import pytest
 import torch
 
 from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.fit import (FitConfig, LpNormEmbedding, RiemEmbedding, default_shifts, fit,
-                           init_riem_from_svd, solve_lpnorm_d, solve_riem_dims)
+from riembench.fit import (
+    FitConfig,
+    LpNormEmbedding,
+    RiemEmbedding,
+    default_shifts,
+    fit,
+    init_riem_from_svd,
+    solve_lpnorm_d,
+    solve_riem_dims,
+)
 
 
 def _riem_target(m=40, n=30, d=8, d_mu=3, seed=123):

@@ -26,7 +26,8 @@ def test_tiny_table5_sweep_writes_csv_tex_and_plot(tmp_path):
     assert rep.returncode == 0, rep.stderr[-3000:]
     for suffix in ("csv", "tex", "png"):
         assert (out / f"table5.{suffix}").stat().st_size > 0
-    rows = list(csv.DictReader(open(out / "table5.csv")))
+    with open(out / "table5.csv") as fh:
+        rows = list(csv.DictReader(fh))
     assert {r["method"] for r in rows} == {"svd", "riem", "lpnorm", "nystroem"}
     # lpnorm (4 heads) cannot fit a 40x40 matrix in 0.1 x 1600 = 160 parameters: that cell is
     # four failed records with the reason, every other cell has 4 seeds of which the best 3 count

@@ -24,8 +24,8 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -419,7 +419,7 @@ def fit(model: BatchedEmbedding, targets: torch.Tensor, cfg: FitConfig,
                      wall_time_s=time.perf_counter() - start, history=history)
 
 
-def _progress(total: int, desc: str, enabled: bool):  # noqa: ANN202 - tqdm type
+def _progress(total: int, desc: str, enabled: bool):
     if not enabled:
         return None
     from tqdm.auto import tqdm
@@ -445,12 +445,12 @@ def _derivatives(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Ten
 
 def _curvature_point(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
     """(z0, act''(z0)) with |act''| largest on [-4, 4]: where a pair of terms is most 'quadratic'."""
-    z, g, h = _derivatives(act)
+    z, _, h = _derivatives(act)
     i = int(h.abs().argmax())
     return float(z[i]), float(h[i])
 
 
-def _factor_slots(model: "RiemEmbedding", rank: int, half: int,
+def _factor_slots(model: RiemEmbedding, rank: int, half: int,
                   taken: tuple[set[int], set[int]]) -> list[tuple[int, int, int, int]]:
     """Assign factor k to (shift s, metric row a < half) with P column p and R column p + c_s, so
     that no P column and no R column serves two factors (nor the ``taken`` ones). Returns
@@ -471,7 +471,7 @@ def _factor_slots(model: "RiemEmbedding", rank: int, half: int,
     return slots
 
 
-def _shifted_col(model: "RiemEmbedding", k: int, c: int) -> int | None:
+def _shifted_col(model: RiemEmbedding, k: int, c: int) -> int | None:
     """R column that shift c brings to feature position k (None: shifted in as zero)."""
     r_col = k + c
     if model.wrap:
@@ -480,7 +480,7 @@ def _shifted_col(model: "RiemEmbedding", k: int, c: int) -> int | None:
 
 
 @torch.no_grad()
-def init_riem_from_svd(model: "RiemEmbedding", targets: torch.Tensor, amplitude: float = 0.5,
+def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: float = 0.5,
                        seeds: Sequence[int] | None = None) -> int:
     """Start every element at a truncated SVD of its (standardised) target.
 

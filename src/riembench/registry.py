@@ -7,8 +7,9 @@ the axis group, so ``conf/<axis>/<name>.yaml`` can inherit it and typos fail at 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import is_dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from riembench.errors import UnknownEntry
 

@@ -15,12 +15,13 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 #: Config keys that do not change a run's result and so are left out of its identity.
 NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data_root")
@@ -107,7 +108,7 @@ class RunStore:
         record.versions = record.versions or package_versions()
         record.git_rev = record.git_rev or git_revision()
         record.host = record.host or platform.node()
-        record.created_at = record.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        record.created_at = record.created_at or datetime.now(UTC).isoformat(timespec="seconds")
         dest = self.path(record.table, record.key)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
@@ -133,7 +134,7 @@ class RunStore:
             with open(path) as fh:
                 yield json.load(fh)
 
-    def load(self, table: str | None = None) -> "Any":
+    def load(self, table: str | None = None) -> Any:
         """Records as a flat pandas DataFrame (nested dicts become ``metrics.test_error`` etc.)."""
         import pandas as pd
 

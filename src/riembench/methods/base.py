@@ -8,8 +8,9 @@ fit the seeds together; per-seed methods subclass :class:`PerSeedMatrixMethod`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 from omegaconf import MISSING

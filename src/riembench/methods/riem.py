@@ -8,13 +8,20 @@ only through the initialisation of R. See docs/riem.md for the measured effect o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
-from riembench.errors import RiembenchError
 import torch
 
-from riembench.fit import ACTIVATIONS, RiemEmbedding, default_shifts, init_riem_from_svd, solve_riem_dims
+from riembench.errors import RiembenchError
+from riembench.fit import (
+    ACTIVATIONS,
+    RiemEmbedding,
+    default_shifts,
+    init_riem_from_svd,
+    solve_riem_dims,
+)
 from riembench.methods.base import METHODS
 from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
 from riembench.methods.lpnorm import _check_budget

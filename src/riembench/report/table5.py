@@ -11,7 +11,7 @@ name but labelled as such.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -165,16 +165,7 @@ def write_tex(df: pd.DataFrame, out: Path) -> Path:
         lines += [r"\midrule",
                   rf"\multicolumn{{{n_cols}}}{{l}}{{\textit{{family: {_tex_escape(family)}}}}} \\"]
         for row_label, cells in _rows(df, family):
-            out_cells = []
-            for c in cols:
-                row = cells.get(c)
-                if row is None:
-                    out_cells.append("")
-                    continue
-                ours = sci(row.ours_mean)
-                if c in best and pd.notna(row.ours_mean) and float(row.ours_mean) == best[c]:
-                    ours = rf"\textbf{{{ours}}}"
-                out_cells.append(f"{ours}{_marks(row)[0]} / {sci(row.paper)}")
+            out_cells = _cell_texts(cells, cols, best, lambda t: rf"\textbf{{{t}}}", mark=0, with_std=False)
             lines.append(_tex_escape(row_label) + " & " + " & ".join(out_cells) + r" \\")
     fam_text = ", ".join(rf"\texttt{{{_tex_escape(f)}}}" for f in fams)
     lines += [
@@ -194,6 +185,24 @@ def write_tex(df: pd.DataFrame, out: Path) -> Path:
     path = out / "table5.tex"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cell_texts(cells: dict, cols: list, best: dict, bold: Callable[[str], str], mark: int,
+                with_std: bool) -> list[str]:
+    """'ours / paper' per column for one row, our best per column in bold (LaTeX or markdown)."""
+    texts = []
+    for c in cols:
+        row = cells.get(c)
+        if row is None:
+            texts.append("")
+            continue
+        ours = sci(row.ours_mean)
+        if with_std and pd.notna(row.ours_std):
+            ours += f" ± {row.ours_std:.1E}"
+        if c in best and pd.notna(row.ours_mean) and float(row.ours_mean) == best[c]:
+            ours = bold(ours)
+        texts.append(f"{ours}{_marks(row)[mark]} / {sci(row.paper)}")
+    return texts
 
 
 def write_md(df: pd.DataFrame, out: Path) -> Path:
@@ -217,18 +226,7 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
                   "| method | " + " | ".join(f"N={n}, ratio {r:g}" for n, r in cols) + " |",
                   "|:---" + "|---:" * len(cols) + "|"]
         for row_label, cells in _rows(df, family):
-            out_cells = []
-            for c in cols:
-                row = cells.get(c)
-                if row is None:
-                    out_cells.append("")
-                    continue
-                ours = sci(row.ours_mean)
-                if pd.notna(row.ours_std):
-                    ours += f" ± {row.ours_std:.1E}"
-                if c in best and pd.notna(row.ours_mean) and float(row.ours_mean) == best[c]:
-                    ours = f"**{ours}**"
-                out_cells.append(f"{ours}{_marks(row)[1]} / {sci(row.paper)}")
+            out_cells = _cell_texts(cells, cols, best, lambda t: f"**{t}**", mark=1, with_std=True)
             lines.append(f"| {row_label} | " + " | ".join(out_cells) + " |")
         lines.append("")
     path = out / "table5.md"
