@@ -9,8 +9,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import riembench.config  # noqa: F401  (stores the schemas)
-import riembench.data  # noqa: F401  (registers datasets and their schemas)
+import riembench.config  # stores the schemas
+import riembench.data  # registers datasets and their schemas
 import riembench.methods  # noqa: F401  (registers methods and their schemas)
 from riembench.errors import RiembenchError
 

@@ -457,10 +457,10 @@ def _factor_slots(model: RiemEmbedding, rank: int, half: int,
     (s, a, p_col, r_col) per factor, at most ``rank`` of them."""
     used_p, used_r = set(taken[0]), set(taken[1])
     slots: list[tuple[int, int, int, int]] = []
-    for s_idx, c in enumerate(model.shifts):
+    for s_idx in range(len(model.shifts)):
         for a in range(half):
             for k in range(model.d):
-                r_col = _shifted_col(model, k, c)
+                r_col = _shifted_col(model, s_idx, k)
                 if r_col is not None and k not in used_p and r_col not in used_r:
                     used_p.add(k)
                     used_r.add(r_col)
@@ -471,12 +471,11 @@ def _factor_slots(model: RiemEmbedding, rank: int, half: int,
     return slots
 
 
-def _shifted_col(model: RiemEmbedding, k: int, c: int) -> int | None:
-    """R column that shift c brings to feature position k (None: shifted in as zero)."""
-    r_col = k + c
-    if model.wrap:
-        return r_col % model.d
-    return r_col if r_col < model.d else None
+def _shifted_col(model: RiemEmbedding, s_idx: int, k: int) -> int | None:
+    """R column that shift ``s_idx`` brings to feature position k (None: shifted in as zero),
+    read from the model's own gather index so the warm start and the forward pass agree."""
+    col = int(model._gather[s_idx, k])
+    return None if col == model.d else col
 
 
 @torch.no_grad()
@@ -498,16 +497,15 @@ def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: f
     if model.d_mu < 3 or model.d < 2:
         return 0
     z0, curv = _curvature_point(model.act)
-    z1 = _inflection_point(model.act)
-    slope = _slope(model.act, z1)
+    z1, slope = _inflection_point(model.act)
     if abs(curv) < 1e-6 or abs(slope) < 1e-6:
         return 0  # e.g. identity (no curvature) or relu (no inflection): nothing to build from
     t = targets.to(model.P)
     t = (t - t.mean((1, 2), keepdim=True)) / t.std((1, 2), keepdim=True).clamp_min(1e-12)
     # one slot, in the linear regime, cancels the additive a^2/2 + b^2/2 leftovers of the pairs
     fix_a = model.d_mu - 1
-    fix_p = next(k for k in range(model.d) if _shifted_col(model, k, model.shifts[0]) is not None)
-    fix_r = _shifted_col(model, fix_p, model.shifts[0])
+    fix_p = next(k for k in range(model.d) if _shifted_col(model, 0, k) is not None)
+    fix_r = _shifted_col(model, 0, fix_p)
     half = (model.d_mu - 1) // 2
     rank = min(len(model.shifts) * half, model.d - 1, model.m, model.n)
     slots = _factor_slots(model, rank, half, ({fix_p}, {fix_r}))
@@ -552,16 +550,11 @@ def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: f
     return rank
 
 
-def _inflection_point(act: Callable[[torch.Tensor], torch.Tensor]) -> float:
-    """Where act is most linear with a non-zero slope (|act''| smallest among steep points)."""
+def _inflection_point(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:
+    """(z1, act'(z1)) where act is most linear with a non-zero slope (|act''| smallest among
+    the steep points)."""
     z, g, h = _derivatives(act)
-    steep = g.detach().abs() >= 0.5 * g.detach().abs().max()
+    steep = g.abs() >= 0.5 * g.abs().max()
     score = torch.where(steep, h.abs(), torch.full_like(h, math.inf))
-    return float(z[int(score.argmin())])
-
-
-def _slope(act: Callable[[torch.Tensor], torch.Tensor], z: float) -> float:
-    with torch.enable_grad():
-        x = torch.tensor(z, dtype=torch.float64, requires_grad=True)
-        (g,) = torch.autograd.grad(act(x), x)
-    return float(g)
+    i = int(score.argmin())
+    return float(z[i]), float(g[i])

@@ -83,9 +83,9 @@ def git_revision() -> str:
     repo = Path(__file__).resolve().parents[2]
     try:
         rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+                               capture_output=True, text=True, timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return (rev or "unknown") + ("+dirty" if dirty else "")

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from riembench.errors import ImpossibleBudget
 from riembench.fit import BatchedEmbedding, FitConfig, fit
 from riembench.methods.base import MatrixApprox, MatrixMethod, MethodConfig
 
@@ -58,3 +59,9 @@ class EmbeddingMethod(MatrixMethod):
             else:
                 out.append(MatrixApprox(recon[b], model.params_per_matrix, info))
         return out
+
+
+def check_budget(name: str, params: int, budget: int) -> None:
+    """Refuse an explicitly configured size (e.g. ``d``) that exceeds the budget, before fitting."""
+    if params > budget:
+        raise ImpossibleBudget(f"{name}: the configured size needs {params} parameters, budget is {budget}")

@@ -8,7 +8,7 @@ from typing import Any
 
 from riembench.fit import LpNormEmbedding, solve_lpnorm_d
 from riembench.methods.base import METHODS
-from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
+from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig, check_budget
 
 
 @dataclass
@@ -29,15 +29,9 @@ class LpNormMethod(EmbeddingMethod):
         m, n = target_shape
         d = self.cfg.d or solve_lpnorm_d(m, n, budget, self.cfg.heads, self.cfg.offset)
         model = LpNormEmbedding(seeds, m, n, d, self.cfg.heads, self.cfg.p, self.cfg.offset)
-        _check_budget("lpnorm", model.params_per_matrix, budget)
+        check_budget("lpnorm", model.params_per_matrix, budget)
         return model
 
     def describe(self, model: LpNormEmbedding) -> dict[str, Any]:
         return {"d": model.d, "heads": model.heads, "p": model.p}
 
-
-def _check_budget(name: str, params: int, budget: int) -> None:
-    from riembench.errors import ImpossibleBudget
-
-    if params > budget:
-        raise ImpossibleBudget(f"{name}: the configured size needs {params} parameters, budget is {budget}")

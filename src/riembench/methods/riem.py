@@ -23,8 +23,7 @@ from riembench.fit import (
     solve_riem_dims,
 )
 from riembench.methods.base import METHODS
-from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
-from riembench.methods.lpnorm import _check_budget
+from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig, check_budget
 
 
 @dataclass
@@ -68,7 +67,7 @@ class RiemMethod(EmbeddingMethod):
             d, d_mu = solve_riem_dims(m, n, budget, n_shifts, c.d_mu, c.d_mu_ratio)
         shifts = list(c.shifts) if c.shifts is not None else default_shifts(d, n_shifts)
         model = RiemEmbedding(seeds, m, n, d, d_mu, shifts, c.activation, c.wrap, c.combine)
-        _check_budget("riem", model.params_per_matrix, budget)
+        check_budget("riem", model.params_per_matrix, budget)
         return model
 
     def initialize(self, model: RiemEmbedding, targets: torch.Tensor, seeds: Sequence[int]) -> dict[str, Any]:
