@@ -34,6 +34,18 @@ class WandbConfig:
 
 
 @dataclass
+class DataConfig:
+    """Where datasets live on this machine (not part of a run's identity: same data, any path)."""
+
+    #: root holding MNIST/, cifar-100-python/, imagenet/, coco/ ... (see docs/data.md)
+    root: str = "${oc.env:RIEMBENCH_DATA,data}"
+    #: DataLoader workers for evaluation and training
+    num_workers: int = 0
+    #: evaluation batch size
+    batch_size: int = 256
+
+
+@dataclass
 class RatioSizeConfig:
     """Budget as a fraction of the dense matrix's m * n entries (table 5's T_comp / T_naive)."""
 
@@ -63,6 +75,7 @@ class RunConfig:
     threads: int | None = None
     progress: bool = True
     store: StoreConfig = field(default_factory=StoreConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 

@@ -17,6 +17,7 @@ import logging
 import shlex
 import sys
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +85,7 @@ def run(cfg: DictConfig) -> CellOutcome:
 
     method = METHODS.get(method_cfg.name)(method_cfg)
     device = resolve_device(cfg.device)
-    task = builder(dataset_cfg)
+    task = builder(dataset_cfg, Path(str(cfg.data.root)).expanduser())
     if not isinstance(task, MatrixTask):
         raise RiembenchError(f"dataset '{dataset_cfg.name}' is not a matrix task; this runner only "
                              "evaluates matrix tasks so far")

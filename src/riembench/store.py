@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Config keys that do not change a run's result and so are left out of its identity.
-NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data_root")
+NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data")
 
 _TRACKED_PACKAGES = ("riembench", "torch", "numpy", "scikit-learn", "hydra-core", "omegaconf",
                      "timm", "transformers", "pandas", "wandb")

@@ -124,7 +124,8 @@ def make_probes(n: int, count: int, seed: int, dist: str) -> torch.Tensor:
 
 
 @DATASETS.register("synthetic", SyntheticConfig)
-def build_synthetic(cfg: SyntheticConfig) -> MatrixTask:
+def build_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> MatrixTask:
+    """``root`` (the data root every builder receives) is unused: the matrices are generated."""
     target = make_matrix(cfg)
     n = target.shape[1]
     # probe seeds are offset from the matrix seed so dev and test vectors never coincide
