@@ -9,6 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import riembench.backbones  # registers backbones and their schemas
 import riembench.config  # stores the schemas
 import riembench.data  # registers datasets and their schemas
 import riembench.methods  # noqa: F401  (registers methods and their schemas)

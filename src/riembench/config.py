@@ -15,6 +15,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from riembench.errors import RiembenchError
 from riembench.registry import Registry
+from riembench.size import SIZES  # noqa: F401  (re-exported: the size axis registry)
 
 
 @dataclass
@@ -46,14 +47,6 @@ class DataConfig:
 
 
 @dataclass
-class RatioSizeConfig:
-    """Budget as a fraction of the dense matrix's m * n entries (table 5's T_comp / T_naive)."""
-
-    name: str = "ratio"
-    ratio: float = 0.1
-
-
-@dataclass
 class BackboneConfig:
     name: str = "none"
 
@@ -79,8 +72,6 @@ class RunConfig:
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
 
-SIZES: Registry[type] = Registry("size")
-SIZES.register("ratio", RatioSizeConfig)(RatioSizeConfig)
 
 ConfigStore.instance().store(name="base_config", node=RunConfig)
 ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)

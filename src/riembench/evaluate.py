@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.utils.data import DataLoader, Dataset
+
+from riembench.errors import RiembenchError
 
 
 @torch.no_grad()
@@ -30,3 +33,28 @@ def relative_fidelity(target: torch.Tensor, approx: torch.Tensor) -> float:
     """mean|W - Ŵ| / std(W): the weight-space fidelity the RieM authors report."""
     w = target.to(torch.float64)
     return float((w - approx.to(w)).abs().mean() / w.std())
+
+
+def evaluate_accuracy(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
+                      device: torch.device | str = "cpu", *, num_workers: int = 0) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``dataset`` of (image, label) pairs.
+
+    Runs under ``torch.inference_mode`` in eval mode (BatchNorm uses its running statistics) and
+    restores the model's train/eval mode afterwards, so the trainer can call it between epochs.
+    """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    try:
+        with torch.inference_mode():
+            for images, labels in loader:
+                logits = model(images.to(device, non_blocking=True))
+                labels = torch.as_tensor(labels).to(logits.device)
+                correct += int((logits.argmax(dim=1) == labels).sum())
+                total += labels.numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise RiembenchError("evaluate_accuracy: the dataset is empty")
+    return 100.0 * correct / total

@@ -21,6 +21,7 @@ tensor ops. Design points, each there for a reason:
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from abc import ABC, abstractmethod
@@ -86,6 +87,17 @@ class BatchedEmbedding(nn.Module, ABC):
         """The full (B, m, n) reconstruction, built chunk by chunk."""
         step = self.rows_per_chunk(chunk_elems)
         return torch.cat([self.rows(slice(i, min(i + step, self.m))) for i in range(0, self.m, step)], 1)
+
+    def element(self, b: int) -> BatchedEmbedding:
+        """A batch-of-one copy of element ``b`` (what one seed's compressed layer keeps)."""
+        new = copy.copy(self)
+        new._parameters = {
+            k: None if v is None else nn.Parameter(v.detach()[b:b + 1].clone(), v.requires_grad)
+            for k, v in self._parameters.items()}
+        new._buffers = dict(self._buffers)
+        new._modules = dict(self._modules)
+        new.batch = 1
+        return new
 
     def element_state(self, b: int) -> dict[str, torch.Tensor]:
         """Parameters of one batch element (what a per-seed checkpoint stores)."""
@@ -327,29 +339,54 @@ def _lr_factor(cfg: FitConfig, step: int) -> float:
 def fit(model: BatchedEmbedding, targets: torch.Tensor, cfg: FitConfig,
         progress: bool = False, desc: str = "fit") -> FitResult:
     """Fit every element of ``model`` to its target (B, m, n) by Adam on the squared error."""
-    start = time.perf_counter()
-    device = next(model.parameters()).device
-    t = targets.to(device=device, dtype=torch.float32)
-    if t.shape != (model.batch, model.m, model.n):
-        raise ValueError(f"targets {tuple(t.shape)} do not match model {(model.batch, model.m, model.n)}")
-    mean = t.mean((1, 2))
-    std = t.std((1, 2)).clamp_min(1e-12)
-    t = (t - mean[:, None, None]) / std[:, None, None]
+    result = fit_parts([model], [targets], cfg, progress, desc)
+    result.mse, result.rel_mse = result.mse[0], result.rel_mse[0]
+    return result
 
-    params = [p for p in model.parameters() if p.requires_grad]
+
+def fit_parts(parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor], cfg: FitConfig,
+              progress: bool = False, desc: str = "fit") -> FitResult:
+    """Fit several embeddings jointly, one target (B, m_k, n_k) each, all with the same batch B.
+
+    Why joint: the parts may share parameters (a chain of layers whose neurons are shared, where
+    part k+1's column positions *are* part k's row positions), so they must be optimised as one
+    problem. The loss of batch element b is the sum over parts of each part's mean squared error
+    on its standardised target: every layer counts equally whatever its size, since a small last
+    layer matters as much to the network's output as a large first one. Parameters shared by
+    several parts are optimised once (``nn.ModuleList`` de-duplicates them). ``mse`` and
+    ``rel_mse`` in the result are (parts, B).
+    """
+    start = time.perf_counter()
+    container = nn.ModuleList(parts)
+    batch = parts[0].batch
+    device = next(container.parameters()).device
+    stds, means, tgts = [], [], []
+    for part, target in zip(parts, targets, strict=True):
+        t = target.to(device=device, dtype=torch.float32)
+        if t.shape != (part.batch, part.m, part.n) or part.batch != batch:
+            raise ValueError(f"target {tuple(t.shape)} does not match part {(part.batch, part.m, part.n)}")
+        mean = t.mean((1, 2))
+        std = t.std((1, 2)).clamp_min(1e-12) if t[0].numel() > 1 else torch.ones_like(mean)
+        tgts.append((t - mean[:, None, None]) / std[:, None, None])
+        means.append(mean)
+        stds.append(std)
+
+    # gradient weight per part: equal weight per layer, scaled so that one part gets weight 1
+    # (the plain sum of squared errors; Adam's epsilon then sees the same gradients as before)
+    largest = max(p.m * p.n for p in parts)
+    weights = [largest / (p.m * p.n) for p in parts]
+    params = [p for p in container.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
-    best = {k: v.detach().clone() for k, v in model.named_parameters()}
-    best_loss = torch.full((model.batch,), math.inf, device=device)
-    best_step = [0] * model.batch
-    failed: list[str | None] = [None] * model.batch
-    alive = torch.ones(model.batch, dtype=torch.bool, device=device)
-    step_rows = model.rows_per_chunk(cfg.chunk_elems)
+    best = {k: v.detach().clone() for k, v in container.named_parameters()}
+    best_loss = torch.full((batch,), math.inf, device=device)
+    best_parts = torch.full((len(parts), batch), math.inf, device=device)
+    best_step = [0] * batch
+    failed: list[str | None] = [None] * batch
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
     history: list[tuple[int, list[float]]] = []
     init_loss: torch.Tensor | None = None
     stale = 0
-
-    n_sub = max(1, round(cfg.row_fraction * model.m))
     row_gen = torch.Generator(device=device).manual_seed(0)
     bar = _progress(cfg.steps, desc, progress)
     step = 0
@@ -357,21 +394,10 @@ def fit(model: BatchedEmbedding, targets: torch.Tensor, cfg: FitConfig,
         last = step == cfg.steps - 1
         is_eval = step % cfg.eval_every == 0 or last
         opt.zero_grad(set_to_none=False)
-        loss = torch.zeros(model.batch, device=device)
-        if is_eval or n_sub == model.m:
-            blocks: list[torch.Tensor | slice] = [slice(i, min(i + step_rows, model.m))
-                                                  for i in range(0, model.m, step_rows)]
-            rows_used = model.m
-        else:
-            picked = torch.randperm(model.m, generator=row_gen, device=device)[:n_sub]
-            blocks = list(picked.split(step_rows))
-            rows_used = n_sub
-        for rows in blocks:
-            err = (model.rows(rows) - t[:, rows]).square().sum((1, 2))
-            # only live elements drive gradients; a NaN element cannot leak into the others
-            torch.where(alive, err, torch.zeros_like(err)).sum().backward()
-            loss += err.detach()
-        loss /= rows_used * model.n
+        part_loss = torch.zeros(len(parts), batch, device=device)
+        for k, (part, t) in enumerate(zip(parts, tgts)):
+            part_loss[k] = _accumulate_part(part, t, cfg, is_eval, alive, row_gen, weights[k])
+        loss = part_loss.sum(0)
         if init_loss is None:
             init_loss = loss.clone()
         bad = alive & (~torch.isfinite(loss) | (loss > cfg.diverge_factor * init_loss.clamp_min(1e-12)))
@@ -388,9 +414,10 @@ def fit(model: BatchedEmbedding, targets: torch.Tensor, cfg: FitConfig,
             improved = alive & (loss < best_loss * (1 - cfg.min_delta))
             if improved.any():
                 with torch.no_grad():
-                    for k, v in model.named_parameters():
+                    for k, v in container.named_parameters():
                         best[k][improved] = v.detach()[improved]
                 best_loss = torch.where(improved, loss, best_loss)
+                best_parts[:, improved] = part_loss[:, improved]
                 for b in improved.nonzero().flatten().tolist():
                     best_step[b] = step
                 stale = 0
@@ -409,14 +436,39 @@ def fit(model: BatchedEmbedding, targets: torch.Tensor, cfg: FitConfig,
         bar.close()
 
     with torch.no_grad():
-        for k, v in model.named_parameters():
+        for k, v in container.named_parameters():
             v.copy_(best[k])
-        model.fold_affine(std, mean)
-    var = targets.to(torch.float64).var((1, 2)).to(best_loss)
-    mse = best_loss * std.square()
-    return FitResult(mse=mse.cpu(), rel_mse=(mse / var.to(mse)).cpu(), failed=failed,
+        for part, std, mean in zip(parts, stds, means):
+            part.fold_affine(std, mean)
+    mse = torch.stack([best_parts[k] * stds[k].square() for k in range(len(parts))])
+    var = torch.stack([t.to(torch.float64).var((1, 2)).to(mse) if t[0].numel() > 1
+                       else torch.ones(batch).to(mse) for t in targets])
+    return FitResult(mse=mse.cpu(), rel_mse=(mse / var.clamp_min(1e-30)).cpu(), failed=failed,
                      best_step=best_step, steps_run=step + 1,
                      wall_time_s=time.perf_counter() - start, history=history)
+
+
+def _accumulate_part(part: BatchedEmbedding, t: torch.Tensor, cfg: FitConfig, full: bool,
+                     alive: torch.Tensor, row_gen: torch.Generator, weight: float) -> torch.Tensor:
+    """Back-propagate one part's loss chunk by chunk; return its per-element mean squared error."""
+    step_rows = part.rows_per_chunk(cfg.chunk_elems)
+    n_sub = max(1, round(cfg.row_fraction * part.m))
+    if full or n_sub == part.m:
+        blocks: list[torch.Tensor | slice] = [slice(i, min(i + step_rows, part.m))
+                                              for i in range(0, part.m, step_rows)]
+        rows_used = part.m
+    else:
+        picked = torch.randperm(part.m, generator=row_gen, device=t.device)[:n_sub]
+        blocks = list(picked.split(step_rows))
+        rows_used = n_sub
+    loss = torch.zeros(part.batch, device=t.device)
+    for rows in blocks:
+        err = (part.rows(rows) - t[:, rows]).square().sum((1, 2))
+        # only live elements drive gradients; a NaN element cannot leak into the others
+        live = torch.where(alive, err, torch.zeros_like(err)).sum()
+        (live * weight if weight != 1.0 else live).backward()
+        loss += err.detach()
+    return loss / (rows_used * part.n)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -494,21 +546,75 @@ def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: f
     ten-seed protocol still samples distinct fits. Returns the rank used. Data-free: it reads
     only the target weights.
     """
-    if model.d_mu < 3 or model.d < 2:
+    if not warm_start_applicable(model):
         return 0
+    model.P.zero_()
+    model.R.zero_()
+    rank, _, _ = _write_svd_start(model, targets, amplitude, seeds)
+    return rank
+
+
+@torch.no_grad()
+def init_riem_chain(parts: Sequence[RiemEmbedding], targets: Sequence[torch.Tensor],
+                    amplitude: float = 0.5, seeds: Sequence[int] | None = None) -> list[int]:
+    """The SVD warm start for a chain of layers that share neurons (part k's ``R`` is part
+    k-1's ``P``).
+
+    A shared position set serves as rows of one layer and columns of the next, so the two
+    layers must build their factors in disjoint feature columns of it: layer k takes at most
+    half of them for its rows (leaving the rest for layer k+1's columns) and avoids the ones
+    layer k-1 wrote. Every layer reads only its own columns (its metric rows are zero
+    elsewhere), so the layers do not disturb each other. Returns the rank used per layer.
+    """
+    if not all(warm_start_applicable(p) for p in parts):
+        return [0] * len(parts)
+    for part in parts:
+        part.P.zero_()
+        part.R.zero_()
+    ranks: list[int] = []
+    prev_rows: set[int] = set()
+    for k, (part, target) in enumerate(zip(parts, targets)):
+        cap = (part.d - 2) // 2 if k < len(parts) - 1 else None
+        rank, used_p, _ = _write_svd_start(part, target, amplitude, seeds, taken_r=prev_rows,
+                                           max_rank=cap)
+        ranks.append(rank)
+        prev_rows = used_p
+    return ranks
+
+
+def warm_start_applicable(model: RiemEmbedding) -> bool:
+    """The warm start needs >= 3 metric rows, d >= 2, and an activation with curvature and an
+    inflection (sigmoid, tanh, softplus, gelu; not identity or relu)."""
+    if model.d_mu < 3 or model.d < 2:
+        return False
+    _, curv = _curvature_point(model.act)
+    _, slope = _inflection_point(model.act)
+    return abs(curv) >= 1e-6 and abs(slope) >= 1e-6
+
+
+def _write_svd_start(model: RiemEmbedding, targets: torch.Tensor, amplitude: float,
+                     seeds: Sequence[int] | None, taken_r: set[int] | None = None,
+                     max_rank: int | None = None) -> tuple[int, set[int], set[int]]:
+    """Write one element set's warm start into the feature columns it may use; P and R columns
+    outside the returned (used P columns, used R columns) are left as they are."""
     z0, curv = _curvature_point(model.act)
     z1, slope = _inflection_point(model.act)
-    if abs(curv) < 1e-6 or abs(slope) < 1e-6:
-        return 0  # e.g. identity (no curvature) or relu (no inflection): nothing to build from
+    taken_r = set(taken_r or ())
     t = targets.to(model.P)
     t = (t - t.mean((1, 2), keepdim=True)) / t.std((1, 2), keepdim=True).clamp_min(1e-12)
     # one slot, in the linear regime, cancels the additive a^2/2 + b^2/2 leftovers of the pairs
     fix_a = model.d_mu - 1
-    fix_p = next(k for k in range(model.d) if _shifted_col(model, 0, k) is not None)
+    fix_p = next((k for k in range(model.d) if _shifted_col(model, 0, k) is not None
+                  and _shifted_col(model, 0, k) not in taken_r), None)
+    if fix_p is None:
+        return 0, set(), set()
     fix_r = _shifted_col(model, 0, fix_p)
+    assert fix_r is not None
     half = (model.d_mu - 1) // 2
     rank = min(len(model.shifts) * half, model.d - 1, model.m, model.n)
-    slots = _factor_slots(model, rank, half, ({fix_p}, {fix_r}))
+    if max_rank is not None:
+        rank = min(rank, max_rank)
+    slots = _factor_slots(model, rank, half, ({fix_p}, {fix_r} | taken_r))
     rank = len(slots)
     u, s, vh = torch.linalg.svd(t, full_matrices=False)
     left = u[:, :, :rank] * s[:, None, :rank].sqrt()  # (B, m, r)
@@ -522,8 +628,6 @@ def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: f
     peak = (left.abs().amax(1) + right.abs().amax(1)).amax(1).clamp_min(1e-12)  # (B,)
     eps = amplitude / peak  # (B,)
     w_pair = 1.0 / (2 * curv * eps**2)  # (B,)
-    model.P.zero_()
-    model.R.zero_()
     model.U.zero_()
     model.bias.fill_(z0)
     model.w.zero_()
@@ -547,7 +651,9 @@ def init_riem_from_svd(model: RiemEmbedding, targets: torch.Tensor, amplitude: f
     # the fix slot's metric row in other shifts reads nothing: make it a constant term
     model.c.zero_()
     model.c.sub_(model.reconstruct().mean((1, 2)))
-    return rank
+    used_p = {fix_p} | {p for _, _, p, _ in slots}
+    used_r = {fix_r} | {r for _, _, _, r in slots}
+    return rank, used_p, used_r
 
 
 def _inflection_point(act: Callable[[torch.Tensor], torch.Tensor]) -> tuple[float, float]:

@@ -23,8 +23,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-#: Config keys that do not change a run's result and so are left out of its identity.
-NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data")
+#: Config keys that do not change a run's result and so are left out of its identity (dotted
+#: keys name a nested entry: where checkpoints are cached is a machine path, not a setting).
+NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data",
+                     "backbone.cache_dir")
 
 _TRACKED_PACKAGES = ("riembench", "torch", "numpy", "scikit-learn", "hydra-core", "omegaconf",
                      "timm", "transformers", "pandas", "wandb")
@@ -57,6 +59,10 @@ class RunRecord:
 def identity(config: dict[str, Any], seed: int) -> dict[str, Any]:
     """The part of a resolved config that determines a run's result, with its single seed."""
     ident = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
+    for dotted in (k for k in NON_IDENTITY_KEYS if "." in k):
+        head, _, tail = dotted.partition(".")
+        if isinstance(ident.get(head), dict) and tail in ident[head]:
+            ident[head] = {k: v for k, v in ident[head].items() if k != tail}
     ident["seed"] = int(seed)
     return ident
 

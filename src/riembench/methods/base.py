@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 from omegaconf import MISSING
+from torch import nn
 
 from riembench.registry import Registry
 
@@ -26,6 +27,9 @@ class MethodConfig:
     #: shown beside the method's name in tables (e.g. "fast" for a CPU-budget fit); part of the
     #: run's identity, so differently-labelled settings never share records
     label: str = ""
+    #: network methods: which layers to compress. "fc" (Linear), "conv" (Conv2d), "all" (both),
+    #: or comma-separated fnmatch patterns of module names (e.g. "layer4.*,fc")
+    layers: str = "all"
 
 
 @dataclass
@@ -79,3 +83,74 @@ class PerSeedMatrixMethod(MatrixMethod):
 
 
 METHODS: Registry[type[MatrixMethod]] = Registry("method")
+
+
+# --------------------------------------------------------------------------------------------
+# network methods (tables 1-4): compress a pretrained model, data-free
+
+
+@dataclass
+class SizeTarget:
+    """What the size config asks of the selected layers, resolved by the runner per model.
+
+    ``budget``: stored parameters allowed for the selected layers' *weights* (biases and the
+    rest of the model are kept as they are and counted separately); ``None`` when the size
+    config gives explicit dimensions instead (``dims``, e.g. ``{"d": 10, "d_mu": 3}``).
+    ``bits``: the bit-width the method's own parameters are stored at (sizes in MB).
+    """
+
+    budget: int | None
+    bits: int = 32
+    dims: dict[str, Any] = field(default_factory=dict)
+    #: how the budget was derived, for the record (e.g. "ratio 0.1 of 59134 weights")
+    note: str = ""
+
+
+@dataclass
+class NetworkJob:
+    """One compression job: a pretrained model, which of its layers to touch, and the target.
+
+    ``model`` is the pretrained network in eval mode on the CPU; methods must not modify it
+    (they deep-copy), since the runner reuses it for the next method and for the original row.
+    ``layers`` are module names (``dict(model.named_modules())`` keys) chosen by the method's
+    ``layers`` setting. ``example_input`` is a zero tensor of the input shape (for tracing and
+    FLOP counting; it is not data).
+    """
+
+    model: nn.Module
+    layers: list[str]
+    size: SizeTarget
+    seeds: list[int]
+    device: torch.device
+    example_input: torch.Tensor
+
+
+@dataclass
+class CompressedNet:
+    """One seed's compressed model (eval mode, CPU), facts worth recording, or a failure."""
+
+    model: nn.Module | None
+    info: dict[str, Any] = field(default_factory=dict)
+    failed: str | None = None
+
+
+class NetworkMethod(ABC):
+    """A method that compresses a whole network (the layers named in the job), data-free."""
+
+    deterministic: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    @abstractmethod
+    def compress(self, job: NetworkJob) -> list[CompressedNet]:
+        """One compressed model per seed, in the order of ``job.seeds``.
+
+        Raise :class:`riembench.errors.ImpossibleBudget` before any work when the size target
+        cannot be met; a seed that fails for a reason the config determines (e.g. divergence)
+        returns ``CompressedNet(None, info, failed=reason)``.
+        """
+
+
+def supports_networks(method: object) -> bool:
+    return isinstance(method, NetworkMethod)

@@ -6,6 +6,9 @@ failure handling and bookkeeping live here once.
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import itertools
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,9 +16,25 @@ from typing import Any
 
 import torch
 
+from riembench.compact import EmbeddedLayer, materialize, tie_chain
 from riembench.errors import ImpossibleBudget
-from riembench.fit import BatchedEmbedding, FitConfig, fit
-from riembench.methods.base import MatrixApprox, MatrixMethod, MethodConfig
+from riembench.fit import BatchedEmbedding, FitConfig, FitResult, fit, fit_parts
+from riembench.methods.base import (
+    CompressedNet,
+    MatrixApprox,
+    MatrixMethod,
+    MethodConfig,
+    NetworkJob,
+    NetworkMethod,
+)
+from riembench.network import (
+    dense_weight_count,
+    find_chains,
+    get_module,
+    matrix_shape,
+    set_module,
+    weight_matrix,
+)
 
 
 @dataclass
@@ -23,16 +42,38 @@ class EmbeddingMethodConfig(MethodConfig):
     fit: FitConfig = field(default_factory=FitConfig)
     #: show a progress bar over fitting steps
     progress: bool = True
+    #: networks: consecutive Linear layers share neurons (a layer's outputs are the next one's
+    #: inputs) where the graph allows, see riembench.network.find_chains
+    share: bool = True
+    #: networks: "uniform" (one d for every layer, the largest that fits) or "proportional"
+    #: (each layer's budget share follows its dense size); see EmbeddingMethod.allocate
+    allocation: str = "uniform"
 
 
-class EmbeddingMethod(MatrixMethod):
+class EmbeddingMethod(MatrixMethod, NetworkMethod):
+    """Shared by riem and lpnorm: sizing, batching, fitting and bookkeeping, for one matrix
+    (table 5) or every selected layer of a network (tables 1-4). A subclass says how its
+    dimensions follow from d, how many numbers an embedding stores, and how to build one."""
+
     cfg: EmbeddingMethodConfig
 
-    @abstractmethod
-    def build(self, target_shape: tuple[int, int], budget: int, seeds: Sequence[int]) -> BatchedEmbedding:
-        """An embedding of one element per seed, sized to fit ``budget`` (ImpossibleBudget if not)."""
+    # ---- what a subclass provides -----------------------------------------------------------
 
-    def initialize(self, model: BatchedEmbedding, targets: torch.Tensor, seeds: Sequence[int]) -> dict[str, Any]:
+    @abstractmethod
+    def dims_for_d(self, d: int, overrides: dict[str, Any]) -> dict[str, Any] | None:
+        """All dimensions for position size ``d`` (None if ``d`` is not allowed, e.g. not a
+        multiple of the head count); ``overrides`` are explicit values from the size config."""
+
+    @abstractmethod
+    def count(self, m: int, n: int, dims: dict[str, Any]) -> int:
+        """Stored numbers of one (m, n) embedding with ``dims`` (closed form)."""
+
+    @abstractmethod
+    def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> BatchedEmbedding:
+        """A randomly initialised embedding, one element per seed."""
+
+    def initialize(self, parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor],
+                   seeds: Sequence[int]) -> dict[str, Any]:
         """Data-free initialisation from the targets (default: keep the random init)."""
         return {"init": "random"}
 
@@ -40,11 +81,87 @@ class EmbeddingMethod(MatrixMethod):
         """Solved dimensions etc. worth recording with each seed."""
         return {}
 
+    # ---- sizing -----------------------------------------------------------------------------
+
+    def group_count(self, shapes: Sequence[tuple[int, int]], dims: dict[str, Any]) -> int:
+        """Stored numbers of a chain of layers sharing neurons (one layer: no sharing): every
+        layer's embedding, minus the column positions that are the previous layer's rows."""
+        shared = sum(n for _, n in shapes[1:])
+        return sum(self.count(m, n, dims) for m, n in shapes) - shared * int(dims["d"])
+
+    def solve_dims(self, shapes: Sequence[tuple[int, int]], budget: int | None,
+                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The largest d (and what follows from it) whose group fits ``budget``; an explicit d
+        (method config or size config) is checked against the budget instead."""
+        overrides = dict(overrides or {})
+        fixed = overrides.pop("d", None) or getattr(self.cfg, "d", None)
+        name = self.cfg.name
+        if fixed is not None:
+            dims = self.dims_for_d(int(fixed), overrides)
+            if dims is None:
+                raise ImpossibleBudget(f"{name}: d={fixed} is not a valid position size")
+            if budget is not None:
+                check_budget(name, self.group_count(shapes, dims), budget)
+            return dims
+        if budget is None:
+            raise ImpossibleBudget(f"{name}: the size config gives neither a budget nor d")
+        neurons = shapes[0][1] + sum(m for m, _ in shapes)
+        for d in range(max(1, budget // neurons), 0, -1):
+            dims = self.dims_for_d(d, overrides)
+            if dims is not None and self.group_count(shapes, dims) <= budget:
+                return dims
+        smallest = next((dm for dm in (self.dims_for_d(d, overrides) for d in range(1, 65)) if dm), None)
+        need = self.group_count(shapes, smallest) if smallest else "more"
+        desc = " -> ".join(f"{m}x{n}" for m, n in shapes)
+        raise ImpossibleBudget(f"{name}: {desc} needs at least {need} parameters; budget is {budget}")
+
+    def allocate(self, group_shapes: list[list[tuple[int, int]]], budget: int | None,
+                 overrides: dict[str, Any], total_weights: int) -> list[dict[str, Any]]:
+        """Dimensions per group of layers under one budget for all of them.
+
+        ``uniform`` (default): one d for every neuron of the network, the largest whose total
+        fits (the paper's setting: d = 10 for all of LeNet-5's FC neurons; a chain needs one d
+        anyway). ``proportional``: each group gets the budget share of its dense size and its
+        own d, which keeps every layer's compression ratio equal but can starve small layers.
+        """
+        if getattr(self.cfg, "allocation", "uniform") == "proportional" or budget is None:
+            return [self.solve_dims(shapes, None if budget is None else
+                                    int(budget * sum(m * n for m, n in shapes) / total_weights),
+                                    overrides) for shapes in group_shapes]
+        flat = [s for shapes in group_shapes for s in shapes]
+        neurons = sum(shapes[0][1] + sum(m for m, _ in shapes) for shapes in group_shapes)
+
+        def total(dims: dict[str, Any]) -> int:
+            return sum(self.group_count(shapes, dims) for shapes in group_shapes)
+
+        fixed = overrides.get("d") or getattr(self.cfg, "d", None)
+        candidates = [int(fixed)] if fixed else range(max(1, budget // neurons), 0, -1)
+        for d in candidates:
+            dims = self.dims_for_d(d, {k: v for k, v in overrides.items() if k != "d"})
+            if dims is not None and total(dims) <= budget:
+                return [dims] * len(group_shapes)
+            if fixed:
+                need = total(dims) if dims is not None else "a valid d"
+                raise ImpossibleBudget(f"{self.cfg.name}: d={fixed} needs {need} parameters for "
+                                       f"{len(flat)} layer(s); budget is {budget}")
+        smallest = next((dm for dm in (self.dims_for_d(d, overrides) for d in range(1, 65)) if dm), None)
+        need = total(smallest) if smallest else "more"
+        raise ImpossibleBudget(f"{self.cfg.name}: {len(flat)} layer(s) need at least {need} "
+                               f"parameters with one d for all; budget is {budget}")
+
+    def build(self, target_shape: tuple[int, int], budget: int, seeds: Sequence[int]) -> BatchedEmbedding:
+        dims = self.solve_dims([target_shape], budget)
+        model = self.make(seeds, *target_shape, dims)
+        check_budget(self.cfg.name, model.params_per_matrix, budget)
+        return model
+
+    # ---- one matrix (table 5) ---------------------------------------------------------------
+
     def approximate(self, target: torch.Tensor, budget: int, seeds: Sequence[int],
                     device: torch.device) -> list[MatrixApprox]:
         model = self.build(tuple(target.shape), budget, seeds).to(device)
         targets = target.to(device).expand(len(seeds), *target.shape)
-        init_info = self.initialize(model, targets, seeds)
+        init_info = self.initialize([model], [targets], seeds)
         result = fit(model, targets, self.cfg.fit,
                      progress=self.cfg.progress, desc=f"{self.cfg.name} x{len(seeds)} seeds")
         recon = model.reconstruct(self.cfg.fit.chunk_elems).cpu()
@@ -59,6 +176,131 @@ class EmbeddingMethod(MatrixMethod):
             else:
                 out.append(MatrixApprox(recon[b], model.params_per_matrix, info))
         return out
+
+    # ---- a network (tables 1-4) -------------------------------------------------------------
+
+    def compress(self, job: NetworkJob) -> list[CompressedNet]:
+        """Fit every selected layer, all seeds at once, and build one converted model per seed.
+
+        Layers chained by shared neurons are fitted jointly (one problem per chain); unchained
+        layers of equal shape and dimensions are stacked into one batch with the seeds, so a
+        ResNet's many equal convs are one set of tensor ops. Everything is sized before any
+        fitting, so an impossible target fails first.
+        """
+        units = self.plan(job)
+        seeds = list(job.seeds)
+        per_layer: dict[str, dict[str, Any]] = {}
+        elements: dict[tuple[str, int], BatchedEmbedding] = {}
+        failed: dict[int, str] = {}
+        for unit in units:
+            result, parts = self._fit_unit(unit, seeds, job.device)
+            for k, name in enumerate(unit.layers):
+                for i, seed in enumerate(seeds):
+                    part_idx, b = unit.locate(k, i, len(seeds))
+                    elements[(name, seed)] = parts[part_idx].element(b).cpu()
+                    if result.failed[b] and seed not in failed:
+                        failed[seed] = f"{name}: {result.failed[b]}"
+                per_layer[name] = {"shape": list(unit.shapes[k]), "dims": unit.dims,
+                                   "chain": unit.chain_of(name),
+                                   "rel_mse": [float(result.rel_mse[unit.part_of(k), unit.locate(k, i, len(seeds))[1]])
+                                               for i in range(len(seeds))],
+                                   "init": unit.init_info, "fit_wall_time_s": result.wall_time_s}
+        return [self._seed_model(job, units, elements, per_layer, i, seed, failed.get(seed))
+                for i, seed in enumerate(seeds)]
+
+    def plan(self, job: NetworkJob) -> list[FitUnit]:
+        """Group, size and batch the selected layers (no fitting): raises ImpossibleBudget."""
+        model = job.model
+        share = getattr(self.cfg, "share", True)
+        groups = find_chains(model, job.layers) if share else [[n] for n in job.layers]
+        shapes_of = {n: matrix_shape(get_module(model, n)) for n in job.layers}
+        group_shapes = [[shapes_of[n] for n in g] for g in groups]
+        dims_per_group = self.allocate(group_shapes, job.size.budget, job.size.dims,
+                                       dense_weight_count(model, job.layers))
+        singles: dict[tuple[Any, ...], FitUnit] = {}
+        units: list[FitUnit] = []
+        for group, shapes, dims in zip(groups, group_shapes, dims_per_group, strict=True):
+            targets = [weight_matrix(get_module(model, n)).float() for n in group]
+            if len(group) > 1:
+                units.append(FitUnit(group, shapes, dims, targets, chain=True))
+                continue
+            key = (shapes[0], tuple(sorted((k, str(v)) for k, v in dims.items())))
+            if key in singles:
+                singles[key].layers.append(group[0])
+                singles[key].shapes.append(shapes[0])
+                singles[key].targets.append(targets[0])
+            else:
+                singles[key] = FitUnit(list(group), shapes, dims, targets, chain=False)
+                units.append(singles[key])
+        return units
+
+    def _fit_unit(self, unit: FitUnit, seeds: list[int], device: torch.device
+                  ) -> tuple[FitResult, list[BatchedEmbedding]]:
+        desc = f"{self.cfg.name} {unit.layers[0]}" + (f" +{len(unit.layers) - 1}" if len(unit.layers) > 1 else "")
+        if unit.chain:
+            parts = [self.make([element_seed(s, name) for s in seeds], m, n, unit.dims).to(device)
+                     for name, (m, n) in zip(unit.layers, unit.shapes)]
+            for prev, nxt in itertools.pairwise(parts):
+                nxt.R = prev.P  # the chain's shared neurons: one tensor, optimised once
+            targets = [t.to(device).expand(len(seeds), *t.shape) for t in unit.targets]
+            elem_seeds = [element_seed(s, unit.layers[0]) for s in seeds]
+        else:
+            m, n = unit.shapes[0]
+            elem_seeds = [element_seed(s, name) for name in unit.layers for s in seeds]
+            parts = [self.make(elem_seeds, m, n, unit.dims).to(device)]
+            targets = [torch.stack([t for t in unit.targets for _ in seeds]).to(device)]
+        unit.init_info = self.initialize(parts, targets, elem_seeds)
+        result = fit_parts(parts, targets, self.cfg.fit, progress=self.cfg.progress, desc=desc)
+        return result, parts
+
+    def _seed_model(self, job: NetworkJob, units: list[FitUnit],
+                    elements: dict[tuple[str, int], BatchedEmbedding],
+                    per_layer: dict[str, dict[str, Any]], index: int, seed: int,
+                    failed: str | None) -> CompressedNet:
+        layers_info = {n: {**v, "rel_mse": v["rel_mse"][index]} for n, v in per_layer.items()}
+        info = {"layers": layers_info, "fit_config": asdict(self.cfg.fit),
+                "mean_layer_rel_mse": sum(v["rel_mse"] for v in layers_info.values()) / len(layers_info)}
+        if failed:
+            return CompressedNet(None, info, failed=failed)
+        model = copy.deepcopy(job.model)
+        for unit in units:
+            converted = []
+            for name in unit.layers:
+                layer = EmbeddedLayer(elements[(name, seed)], get_module(job.model, name))
+                set_module(model, name, layer)
+                converted.append(layer)
+            if unit.chain:
+                tie_chain(converted)
+        return CompressedNet(materialize(model.eval()), info)
+
+
+@dataclass
+class FitUnit:
+    """Layers fitted as one problem: a chain (parts share neurons) or a stack of equal-shape
+    layers (one part, batch = layers x seeds)."""
+
+    layers: list[str]
+    shapes: list[tuple[int, int]]
+    dims: dict[str, Any]
+    targets: list[torch.Tensor]
+    chain: bool
+    init_info: dict[str, Any] = field(default_factory=dict)
+
+    def part_of(self, k: int) -> int:
+        return k if self.chain else 0
+
+    def locate(self, k: int, i: int, n_seeds: int) -> tuple[int, int]:
+        """(part, batch element) of layer k, seed index i."""
+        return (k, i) if self.chain else (0, k * n_seeds + i)
+
+    def chain_of(self, name: str) -> list[str] | None:
+        return list(self.layers) if self.chain else None
+
+
+def element_seed(seed: int, layer: str) -> int:
+    """Seed of one layer's init under run seed ``seed``: distinct per layer, stable across
+    batching (a layer fitted alone or in a stack starts from the same parameters)."""
+    return int.from_bytes(hashlib.sha1(f"{seed}:{layer}".encode()).digest()[:4], "little")
 
 
 def check_budget(name: str, params: int, budget: int) -> None:

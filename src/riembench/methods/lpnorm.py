@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from riembench.fit import LpNormEmbedding, solve_lpnorm_d
+from riembench.fit import LpNormEmbedding
 from riembench.methods.base import METHODS
-from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig, check_budget
+from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
 
 
 @dataclass
@@ -25,12 +25,19 @@ class LpNormConfig(EmbeddingMethodConfig):
 class LpNormMethod(EmbeddingMethod):
     cfg: LpNormConfig
 
-    def build(self, target_shape: tuple[int, int], budget: int, seeds: Sequence[int]) -> LpNormEmbedding:
-        m, n = target_shape
-        d = self.cfg.d or solve_lpnorm_d(m, n, budget, self.cfg.heads, self.cfg.offset)
-        model = LpNormEmbedding(seeds, m, n, d, self.cfg.heads, self.cfg.p, self.cfg.offset)
-        check_budget("lpnorm", model.params_per_matrix, budget)
-        return model
+    def paper_name(self) -> str:
+        """The paper's row name ("lpnorm-p2"): table 1 reports each p separately."""
+        return f"lpnorm-p{self.cfg.p:g}"
+
+    def dims_for_d(self, d: int, overrides: dict[str, Any]) -> dict[str, Any] | None:
+        heads = int(overrides.get("heads") or self.cfg.heads)
+        return None if d % heads else {"d": d, "heads": heads}
+
+    def count(self, m: int, n: int, dims: dict[str, Any]) -> int:
+        return LpNormEmbedding.count(m, n, dims["d"], dims["heads"], self.cfg.offset)
+
+    def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> LpNormEmbedding:
+        return LpNormEmbedding(seeds, m, n, dims["d"], dims["heads"], self.cfg.p, self.cfg.offset)
 
     def describe(self, model: LpNormEmbedding) -> dict[str, Any]:
         return {"d": model.d, "heads": model.heads, "p": model.p}

@@ -19,11 +19,11 @@ from riembench.fit import (
     ACTIVATIONS,
     RiemEmbedding,
     default_shifts,
+    init_riem_chain,
     init_riem_from_svd,
-    solve_riem_dims,
 )
 from riembench.methods.base import METHODS
-from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig, check_budget
+from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
 
 
 @dataclass
@@ -34,6 +34,9 @@ class RiemConfig(EmbeddingMethodConfig):
     d_mu: int | None = None
     #: with d_mu unset: d_mu = round(d_mu_ratio * d) (authors' ResNet-50 example: 14/52)
     d_mu_ratio: float = 0.25
+    #: floor on the solved d_mu: the SVD warm start needs >= 3 metric rows (a +- pair and the
+    #: linear slot), which a small d (e.g. 10 for LeNet-5's FC layers) would otherwise not give
+    d_mu_min: int = 3
     #: explicit shift set S (e.g. [0, 1, 2]); None uses the authors' s * d // n_shifts
     shifts: list[int] | None = None
     n_shifts: int = 6
@@ -57,26 +60,33 @@ class RiemConfig(EmbeddingMethodConfig):
 class RiemMethod(EmbeddingMethod):
     cfg: RiemConfig
 
-    def build(self, target_shape: tuple[int, int], budget: int, seeds: Sequence[int]) -> RiemEmbedding:
-        m, n = target_shape
+    def dims_for_d(self, d: int, overrides: dict[str, Any]) -> dict[str, Any] | None:
         c = self.cfg
-        n_shifts = len(c.shifts) if c.shifts is not None else c.n_shifts
-        if c.d is not None:
-            d, d_mu = c.d, c.d_mu or max(1, round(c.d_mu_ratio * c.d))
-        else:
-            d, d_mu = solve_riem_dims(m, n, budget, n_shifts, c.d_mu, c.d_mu_ratio)
-        shifts = list(c.shifts) if c.shifts is not None else default_shifts(d, n_shifts)
-        model = RiemEmbedding(seeds, m, n, d, d_mu, shifts, c.activation, c.wrap, c.combine)
-        check_budget("riem", model.params_per_matrix, budget)
-        return model
+        d_mu = overrides.get("d_mu") or c.d_mu or max(c.d_mu_min, round(c.d_mu_ratio * d))
+        shifts = overrides.get("shifts") or c.shifts
+        n_shifts = len(shifts) if shifts is not None else int(overrides.get("n_shifts") or c.n_shifts)
+        shifts = list(shifts) if shifts is not None else default_shifts(d, n_shifts)
+        return {"d": d, "d_mu": int(d_mu), "shifts": shifts}
 
-    def initialize(self, model: RiemEmbedding, targets: torch.Tensor, seeds: Sequence[int]) -> dict[str, Any]:
+    def count(self, m: int, n: int, dims: dict[str, Any]) -> int:
+        return RiemEmbedding.count(m, n, dims["d"], dims["d_mu"], len(dims["shifts"]))
+
+    def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> RiemEmbedding:
+        c = self.cfg
+        return RiemEmbedding(seeds, m, n, dims["d"], dims["d_mu"], dims["shifts"], c.activation,
+                             c.wrap, c.combine)
+
+    def initialize(self, parts: Sequence[RiemEmbedding], targets: Sequence[torch.Tensor],
+                   seeds: Sequence[int]) -> dict[str, Any]:
         if self.cfg.init == "random":
             return {"init": "random"}
-        rank = init_riem_from_svd(model, targets, seeds=seeds)
-        if rank == 0:  # e.g. a piecewise-linear activation: the random init was kept
+        if len(parts) == 1:
+            ranks = [init_riem_from_svd(parts[0], targets[0], seeds=seeds)]
+        else:
+            ranks = init_riem_chain(parts, targets, seeds=seeds)
+        if not any(ranks):  # e.g. a piecewise-linear activation: the random init was kept
             return {"init": "random", "init_note": "svd warm start not applicable to this setting"}
-        return {"init": "svd", "init_rank": rank}
+        return {"init": "svd", "init_rank": ranks[0] if len(ranks) == 1 else ranks}
 
     def describe(self, model: RiemEmbedding) -> dict[str, Any]:
         return {"d": model.d, "d_mu": model.d_mu, "shifts": model.shifts,

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from riembench.report.fmt import label
+from riembench.report.fmt import tex_escape as _tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
 
@@ -61,11 +63,6 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------- helpers
 
-def label(method: str, variant: str) -> str:
-    """Row label: ``riem (fast)`` for a variant, so a shortened fit is never read as the full one."""
-    return f"{method} ({variant})" if isinstance(variant, str) and variant else method
-
-
 def sci(x: object) -> str:
     """Scientific notation as the paper prints it (``2.20E-04``); ``--`` for a missing value."""
     if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
@@ -80,15 +77,6 @@ def columns(df: pd.DataFrame) -> list[tuple[int, float]]:
 
 def families(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(df["family"]))
-
-
-def _tex_escape(text: str) -> str:
-    """Method and family names carry underscores; LaTeX needs them (and friends) escaped."""
-    out = text.replace("\\", "\x00")
-    for a, b in (("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("$", r"\$"),
-                 ("{", r"\{"), ("}", r"\}")):
-        out = out.replace(a, b)
-    return out.replace("\x00", r"\textbackslash{}")
 
 
 def _rows(df: pd.DataFrame, family: str) -> Iterator[tuple[str, dict[tuple[int, float], pd.Series]]]:

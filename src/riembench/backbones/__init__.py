@@ -1,0 +1,44 @@
+"""Backbone registry. Importing this package registers every built-in backbone.
+
+``none`` (table 5, no network), ``lenet5`` and ``resnet9`` (table 1, trained here with
+``riembench-train``), and torchvision's ``resnet18/34/50/101`` and ``densenet121`` (tables 2, 3).
+Load any of them with :func:`load_pretrained` (model) or :func:`load_backbone` (model and the
+provenance of its weights). The trainer lives in :mod:`riembench.backbones.train`.
+"""
+
+from riembench.backbones import (  # noqa: F401  (registers)
+    detr,
+    lenet5,
+    resnet9,
+    torchvision_models,
+)
+from riembench.backbones.checkpoints import (
+    LoadedBackbone,
+    checkpoint_path,
+    find_checkpoint,
+    load_backbone,
+    load_pretrained,
+    read_checkpoint,
+    save_checkpoint,
+    train_command,
+)
+from riembench.backbones.lenet5 import LeNet5, LeNet5Config, lenet5_fc_params
+from riembench.backbones.registry import (
+    BACKBONES,
+    BackboneEntry,
+    TaskShape,
+    TrainedBackboneConfig,
+    build_backbone,
+    linear_layers,
+    linear_param_count,
+)
+from riembench.backbones.resnet9 import ResNet9, ResNet9Config, resnet9_fc_params
+from riembench.backbones.torchvision_models import TorchvisionConfig
+
+__all__ = [
+    "BACKBONES", "BackboneEntry", "LeNet5", "LeNet5Config", "LoadedBackbone", "ResNet9",
+    "ResNet9Config", "TaskShape", "TorchvisionConfig", "TrainedBackboneConfig", "build_backbone",
+    "checkpoint_path", "find_checkpoint", "lenet5_fc_params", "linear_layers",
+    "linear_param_count", "load_backbone", "load_pretrained", "read_checkpoint",
+    "resnet9_fc_params", "save_checkpoint", "train_command",
+]

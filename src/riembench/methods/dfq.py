@@ -1,0 +1,443 @@
+"""Data-Free Quantization (Nagel et al., ICCV 2019): make a network quantizable with no data.
+
+Steps, in the paper's order, each on a deep copy of the pretrained model:
+
+1. **BatchNorm folding**: every Linear/Conv2d whose output feeds only a BatchNorm absorbs it
+   (``W <- W gamma / sqrt(var + eps)``, ``b <- (b - mean) gamma / sqrt(var + eps) + beta``); the
+   BN's ``(beta, |gamma|)`` are kept as the statistics of the layer's output, which later steps
+   need (they are the only data-free knowledge of activations).
+2. **Cross-layer equalization** (``equalize``): for consecutive layers joined only by ops that
+   commute with a positive per-channel scale (ReLU, identity, dropout, pooling), channel ``i`` of
+   the first layer is divided by ``s_i = sqrt(r1_i r2_i) / r2_i`` and the matching input channel
+   of the second multiplied by it, where ``r1_i`` is the range of output channel ``i`` of the
+   first weight and ``r2_i`` that of input channel ``i`` of the second. Afterwards both ranges
+   equal ``sqrt(r1_i r2_i)``: channels with a tiny range no longer waste a per-tensor grid.
+   Chains (conv1 -> conv2 -> conv3 of a Bottleneck) are swept repeatedly until every ``s`` is
+   1 within ``eq_tol``. In torchvision ResNets the pairs are conv1 -> conv2 (BasicBlock) and
+   conv1 -> conv2 -> conv3 (Bottleneck); a block's last conv feeds the residual add and is
+   never the first of a pair (scaling it would need the same scaling of the skip branch); the
+   reason for every layer that starts no pair is reported in ``info["eq_skipped"]``.
+3. **High-bias absorption** (``absorb_bias``): where a ReLU separates the pair, the part
+   ``c = max(0, beta - 3 |gamma|)`` of a channel's pre-activation that is (almost) always
+   positive is moved into the next layer's bias (``b1 -= c``, ``b2 += W2 c``), shrinking
+   activation ranges. Exact whenever the pre-activation is >= c (the 3-sigma assumption) and
+   the second layer does not zero-pad; see ``absorb_padded``.
+4. **Quantization**: weights per-tensor asymmetric min/max at ``w_bits`` (``quantize.py``);
+   layer inputs at ``a_bits`` on ranges ``mean +- act_k * std`` from the BN statistics.
+5. **Analytic bias correction** (``bias_correct``): quantization error ``eps = W_q - W`` shifts
+   a layer's expected output by ``eps E[x]``; ``E[x]`` is the clipped-normal mean of the input
+   implied by the BN statistics (propagated through ReLU, residual adds, pooling; see
+   :func:`riembench.quantize.input_stats`), and the shift is subtracted from the bias.
+
+Where this departs from the references (jakc4103/DFQ, AIMET, MQBench) is written in
+docs/baselines.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.nn import functional as F
+
+from riembench.errors import RiembenchError
+from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
+from riembench.network import COMPRESSIBLE, get_module, set_module
+from riembench.quantize import ActStats, input_stats, quantize_model
+
+RANGES = ("absmax", "minmax")
+
+
+@dataclass
+class DfqConfig(MethodConfig):
+    name: str = "dfq"
+    #: weight bits; null takes the size setting's bits (size=mb bits=6 -> 6-bit weights)
+    w_bits: int | None = 8
+    #: activation bits; null keeps activations in float
+    a_bits: int | None = 8
+    equalize: bool = True
+    #: per-channel range used by equalization: "absmax" (max |w|, as AIMET and MQBench) or
+    #: "minmax" (max - min, as jakc4103/DFQ's default)
+    eq_range: str = "absmax"
+    #: sweeps over all pairs at most, and the stopping rule: every scale within 1 +- eq_tol
+    eq_max_iter: int = 100
+    eq_tol: float = 1e-6
+    absorb_bias: bool = True
+    #: c = max(0, beta - absorb_sigmas * |gamma|)
+    absorb_sigmas: float = 3.0
+    #: absorb into a second layer that zero-pads its input (exact only away from the border);
+    #: the reference implementations do, the default keeps the transform function-preserving
+    absorb_padded: bool = False
+    bias_correct: bool = True
+    #: activation range mean +- act_k * std from BN statistics
+    act_k: float = 6.0
+    #: the paper's quantizer is per-tensor asymmetric; these allow ablations
+    per_channel: bool = False
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if self.eq_range not in RANGES:
+            raise RiembenchError(f"dfq eq_range must be one of {', '.join(RANGES)}, "
+                                 f"got '{self.eq_range}'")
+        for bits in (self.w_bits, self.a_bits):
+            if bits is not None and not 2 <= bits <= 32:
+                raise RiembenchError(f"dfq bits must be in 2..32 or null, got {bits}")
+
+
+# --------------------------------------------------------------------------------------------
+# 1. BatchNorm folding
+
+
+def fold_batchnorm(model: nn.Module) -> dict[str, ActStats]:
+    """Fold every BatchNorm that directly follows a Linear/Conv2d into it, in place.
+
+    The BN is replaced by ``nn.Identity`` (its parameters disappear from the model, as in any
+    deployed integer model). Returns, per folded layer, the statistics of its output implied by
+    the BN: ``N(beta, gamma^2)`` per channel. A BN without running statistics
+    (``track_running_stats=False``) normalizes with batch statistics even in eval mode and
+    cannot be folded; a model that torch.fx cannot trace is left unchanged.
+    """
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001  (nothing to fold if we cannot see the graph)
+        return {}
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    stats: dict[str, ActStats] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[str(node.target)], COMPRESSIBLE):
+            continue
+        users = list(node.users)
+        if len(users) != 1 or users[0].op != "call_module":
+            continue
+        bn_name, layer_name = str(users[0].target), str(node.target)
+        bn = modules[bn_name]
+        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
+            continue
+        if calls[bn_name] != 1 or calls[layer_name] != 1:
+            continue
+        _fold_one(modules[layer_name], bn)
+        gamma = bn.weight.detach() if bn.affine else torch.ones(bn.num_features)
+        beta = bn.bias.detach() if bn.affine else torch.zeros(bn.num_features)
+        stats[layer_name] = ActStats.gaussian(beta, gamma)
+        set_module(model, bn_name, nn.Identity())
+    return stats
+
+
+@torch.no_grad()
+def _fold_one(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    inv = torch.rsqrt(bn.running_var.double() + bn.eps)
+    if bn.affine:
+        inv = inv * bn.weight.double()
+    shift = -bn.running_mean.double() * inv + (bn.bias.double() if bn.affine else 0.0)
+    w = layer.weight
+    w.copy_((w.double() * inv.reshape(-1, *([1] * (w.dim() - 1)))).to(w.dtype))
+    bias = _ensure_bias(layer)
+    bias.copy_((bias.double() * inv + shift).to(bias.dtype))
+
+
+def _ensure_bias(layer: nn.Module) -> torch.Tensor:
+    """The layer's bias, created as zeros when it has none (folding and corrections need one)."""
+    if layer.bias is None:
+        layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
+                                              device=layer.weight.device))
+    return layer.bias
+
+
+# --------------------------------------------------------------------------------------------
+# 2. cross-layer equalization
+
+
+@dataclass
+class Pair:
+    """Two layers whose shared channels may be rescaled: ``first``'s output channel ``i`` is
+    ``second``'s input channel ``i``, through ops in ``through`` (``relu`` if one is a ReLU)."""
+
+    first: str
+    second: str
+    relu: bool
+    through: list[str] = field(default_factory=list)
+
+
+#: per-channel ops that commute with a positive scale s: f(s x) = s f(x)
+_HOMOGENEOUS_MODULES = (nn.Identity, nn.Dropout, nn.ReLU, nn.LeakyReLU, nn.MaxPool2d,
+                        nn.AvgPool2d)
+_RELU_FNS = {torch.relu, F.relu}
+_ADD_FNS = {operator.add, operator.iadd, torch.add}
+
+
+def find_pairs(model: nn.Module, names: list[str]) -> tuple[list[Pair], dict[str, str]]:
+    """Equalization pairs among the selected layers, and why each other selected layer starts
+    none (``{layer: reason}``). Call after :func:`fold_batchnorm`: an unfolded BN in between
+    does not commute with a rescaling of only one side."""
+    selected = set(names)
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # noqa: BLE001
+        reason = f"torch.fx cannot trace the model: {str(exc).splitlines()[0][:100]}"
+        return [], {n: reason for n in names}
+    modules = dict(model.named_modules())
+    pairs: list[Pair] = []
+    skipped: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or str(node.target) not in selected:
+            continue
+        name = str(node.target)
+        first = modules[name]
+        if getattr(first, "groups", 1) != 1:
+            skipped[name] = "grouped conv: its channels are not the next layer's plain inputs"
+            continue
+        pair, reason = _follow(node, modules, selected)
+        if pair is None:
+            skipped[name] = reason
+            continue
+        second = modules[pair.second]
+        n_out = first.weight.shape[0]
+        n_in = second.in_features if isinstance(second, nn.Linear) else second.in_channels
+        if getattr(second, "groups", 1) != 1:
+            skipped[name] = f"next layer '{pair.second}' is a grouped conv"
+        elif n_in != n_out:
+            skipped[name] = f"'{pair.second}' reads {n_in} channels, '{name}' writes {n_out}"
+        elif isinstance(first, nn.Linear) and isinstance(second, nn.Conv2d):
+            skipped[name] = "Linear feeding a Conv2d"
+        else:
+            pairs.append(Pair(name, pair.second, pair.relu, pair.through))
+    return pairs, skipped
+
+
+def _follow(node: fx.Node, modules: dict[str, nn.Module],
+            selected: set[str]) -> tuple[Pair | None, str]:
+    """Walk from a layer's output through homogeneous single-consumer ops to the next layer."""
+    cur, relu, through = node, False, []
+    while True:
+        users = list(cur.users)
+        if len(users) != 1:
+            where = "output" if cur is node else f"'{cur.target}' after it"
+            return None, (f"{where} feeds {len(users)} consumers "
+                          f"({', '.join(_describe(u) for u in users)})" if users else "unused")
+        user = users[0]
+        if user.op == "call_module":
+            target = str(user.target)
+            mod = modules[target]
+            if isinstance(mod, COMPRESSIBLE):
+                if target not in selected:
+                    return None, f"next layer '{target}' is not selected"
+                return Pair(str(node.target), target, relu, through), ""
+            if isinstance(mod, _HOMOGENEOUS_MODULES):
+                relu = relu or isinstance(mod, nn.ReLU)
+                through.append(target)
+                cur = user
+                continue
+            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                return None, f"unfolded BatchNorm '{target}' follows"
+            return None, (f"output goes through {type(mod).__name__} '{target}', which does "
+                          "not commute with a per-channel scale")
+        if user.op == "call_function" and user.target in _RELU_FNS:
+            relu, cur = True, user
+            through.append("relu")
+            continue
+        if user.op == "call_method" and user.target in ("relu", "relu_"):
+            relu, cur = True, user
+            through.append("relu")
+            continue
+        if user.op == "call_function" and user.target in _ADD_FNS:
+            return None, ("output feeds a residual add: scaling it would need the same "
+                          "scaling of the other branch")
+        if user.op == "call_function" and user.target is torch.cat:
+            return None, "output is concatenated with other tensors"
+        if user.op == "output":
+            return None, "output is the network's output"
+        return None, (f"output goes through '{_describe(user)}' "
+                      "(not a per-channel positive-homogeneous op)")
+
+
+def _describe(node: fx.Node) -> str:
+    """A node's target as a reader knows it: a module name, or a function's name."""
+    if node.op == "call_module":
+        return str(node.target)
+    return str(getattr(node.target, "__name__", node.target))
+
+
+def _out_ranges(w: torch.Tensor, kind: str) -> torch.Tensor:
+    flat = w.detach().double().reshape(w.shape[0], -1)
+    if kind == "absmax":
+        return flat.abs().amax(dim=1)
+    return flat.amax(dim=1) - flat.amin(dim=1)
+
+
+def _in_ranges(w: torch.Tensor, kind: str) -> torch.Tensor:
+    flat = w.detach().double().transpose(0, 1).reshape(w.shape[1], -1)
+    if kind == "absmax":
+        return flat.abs().amax(dim=1)
+    return flat.amax(dim=1) - flat.amin(dim=1)
+
+
+def pair_ranges(model: nn.Module, pair: Pair,
+                kind: str = "absmax") -> tuple[torch.Tensor, torch.Tensor]:
+    """(r1, r2): per-channel ranges of the first layer's outputs and the second's inputs."""
+    return (_out_ranges(get_module(model, pair.first).weight, kind),
+            _in_ranges(get_module(model, pair.second).weight, kind))
+
+
+@torch.no_grad()
+def equalize(model: nn.Module, pairs: list[Pair], stats: dict[str, ActStats],
+             kind: str = "absmax", max_iter: int = 100, tol: float = 1e-6) -> dict[str, Any]:
+    """Cross-layer equalization of ``pairs`` in place (``stats`` of first layers are rescaled
+    with them). Sweeps all pairs until every scale is within ``1 +- tol``."""
+    dev = math.inf
+    sweeps = 0
+    while sweeps < max_iter and dev > tol:
+        sweeps += 1
+        dev = 0.0
+        for pair in pairs:
+            r1, r2 = pair_ranges(model, pair, kind)
+            ok = (r1 > 0) & (r2 > 0)
+            s = torch.where(ok, torch.sqrt(r1 * r2) / r2.clamp(min=1e-300), torch.ones_like(r1))
+            _scale_channels(model, pair, s, stats)
+            dev = max(dev, float((s - 1).abs().max()))
+    return {"sweeps": sweeps, "max_scale_dev": dev, "converged": dev <= tol}
+
+
+def _scale_channels(model: nn.Module, pair: Pair, s: torch.Tensor,
+                    stats: dict[str, ActStats]) -> None:
+    """Divide output channel i of ``first`` by s_i and multiply input channel i of ``second``."""
+    first, second = get_module(model, pair.first), get_module(model, pair.second)
+    w1 = first.weight
+    w1.copy_((w1.double() / s.reshape(-1, *([1] * (w1.dim() - 1)))).to(w1.dtype))
+    if first.bias is not None:
+        first.bias.copy_((first.bias.double() / s).to(first.bias.dtype))
+    w2 = second.weight
+    shape = [1] * w2.dim()
+    shape[1] = -1
+    w2.copy_((w2.double() * s.reshape(shape)).to(w2.dtype))
+    if pair.first in stats:
+        st = stats[pair.first]
+        stats[pair.first] = ActStats(st.mu / s, st.sigma / s, st.relu)
+
+
+# --------------------------------------------------------------------------------------------
+# 3. high-bias absorption
+
+
+def _zero_pads(layer: nn.Module) -> bool:
+    padding = getattr(layer, "padding", 0)
+    if isinstance(padding, str):
+        return padding != "valid"
+    return any(p != 0 for p in (padding if isinstance(padding, tuple) else (padding,)))
+
+
+@torch.no_grad()
+def absorb_high_bias(model: nn.Module, pairs: list[Pair], stats: dict[str, ActStats],
+                     n_sigma: float = 3.0, allow_padded: bool = False) -> dict[str, Any]:
+    """Move ``c = max(0, mu - n_sigma sigma)`` of each ReLU'd channel into the next bias."""
+    absorbed: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    for pair in pairs:
+        second = get_module(model, pair.second)
+        if not pair.relu:
+            skipped[pair.first] = "no ReLU between the pair: nothing is clipped, nothing to absorb"
+            continue
+        if pair.first not in stats:
+            skipped[pair.first] = "no BatchNorm statistics for its output"
+            continue
+        if _zero_pads(second) and not allow_padded:
+            skipped[pair.first] = (f"'{pair.second}' zero-pads its input: absorption would change "
+                                   "border outputs (absorb_padded=true does it anyway)")
+            continue
+        st = stats[pair.first]
+        c = (st.mu - n_sigma * st.sigma).clamp(min=0)
+        if not bool((c > 0).any()):
+            skipped[pair.first] = "no channel has beta > 3 |gamma|"
+            continue
+        first = get_module(model, pair.first)
+        b1 = _ensure_bias(first)
+        b1.copy_((b1.double() - c).to(b1.dtype))
+        w2 = second.weight.double()
+        shift = w2.reshape(w2.shape[0], w2.shape[1], -1).sum(dim=2) @ c
+        b2 = _ensure_bias(second)
+        b2.copy_((b2.double() + shift).to(b2.dtype))
+        stats[pair.first] = ActStats(st.mu - c, st.sigma, st.relu)
+        absorbed[pair.first] = float(c.max())
+    return {"absorbed": absorbed, "absorb_skipped": skipped}
+
+
+# --------------------------------------------------------------------------------------------
+# 5. analytic bias correction
+
+
+@torch.no_grad()
+def correct_bias(layer: nn.Module, float_weight: torch.Tensor, input_mean: torch.Tensor) -> float:
+    """Subtract the expected output shift ``(W_q - W) E[x]`` from ``layer``'s bias, in place.
+
+    ``input_mean``: E[x] per input channel (in_channels of a conv). For a conv the shift uses
+    the kernel's sum, i.e. it is exact away from zero-padded borders. Returns max |shift|.
+    """
+    eps = (layer.weight.double() - float_weight.double())
+    groups = getattr(layer, "groups", 1)
+    out, in_g = eps.shape[0], eps.shape[1]
+    per_in = eps.reshape(out, in_g, -1).sum(dim=2)  # (out, in/groups)
+    mean = input_mean.double().reshape(groups, in_g)
+    shift = torch.einsum("goi,gi->go", per_in.reshape(groups, out // groups, in_g), mean)
+    shift = shift.reshape(out)
+    bias = _ensure_bias(layer)
+    bias.copy_((bias.double() - shift).to(bias.dtype))
+    return float(shift.abs().max()) if shift.numel() else 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# the method
+
+
+def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig,
+                  w_bits: int | None) -> dict[str, Any]:
+    """Apply the whole DFQ pipeline to ``model`` in place; returns what was done."""
+    stats = fold_batchnorm(model)
+    info: dict[str, Any] = {"folded_bn": sorted(stats)}
+    pairs, skipped = find_pairs(model, layers)
+    info["eq_pairs"] = [[p.first, p.second] for p in pairs]
+    info["eq_skipped"] = skipped
+    if cfg.equalize and pairs:
+        info["equalization"] = equalize(model, pairs, stats, cfg.eq_range, cfg.eq_max_iter,
+                                        cfg.eq_tol)
+    if cfg.absorb_bias and pairs:
+        info.update(absorb_high_bias(model, pairs, stats, cfg.absorb_sigmas, cfg.absorb_padded))
+    float_weights = {n: get_module(model, n).weight.detach().clone() for n in layers}
+    means = input_stats(model, stats) if cfg.bias_correct else None
+    qinfo = quantize_model(model, w_bits, cfg.a_bits, cfg.per_channel, cfg.symmetric, layers,
+                           act_k=cfg.act_k, output_stats=stats)
+    info.update(qinfo)
+    if means is not None and w_bits is not None and w_bits < 32:
+        corrected: dict[str, float] = {}
+        for name in layers:
+            st = means.inputs.get(name)
+            if st is not None:
+                corrected[name] = correct_bias(get_module(model, name), float_weights[name],
+                                               st.mean())
+        info["bias_corrected"] = corrected
+        info["bias_uncorrected"] = {n: means.missing.get(n, "?") for n in layers
+                                    if n not in corrected}
+    return info
+
+
+@METHODS.register("dfq", DfqConfig)
+class DfqMethod(NetworkMethod):
+    """DFQ; deterministic (one build, one copy per seed)."""
+
+    cfg: DfqConfig
+    deterministic = True
+    #: the size follows from the bits: the runner needs no parameter budget
+    needs_size = False
+
+    def compress(self, job: NetworkJob) -> list[CompressedNet]:
+        model = copy.deepcopy(job.model).eval()
+        w_bits = self.cfg.w_bits if self.cfg.w_bits is not None else job.size.bits
+        info = dfq_transform(model, list(job.layers), self.cfg, w_bits)
+        return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]

@@ -1,0 +1,301 @@
+"""Magnitude pruning, data-free: the weights alone decide what goes.
+
+* ``unstructured``: in every selected layer (``scope: layer``) or over all of them at once
+  (``scope: global``) the ``ratio`` fraction of weights with the smallest magnitude is set to 0.
+  The model keeps its shape, so its file and FLOPs do not shrink; ``info`` records the sparsity
+  and the size a sparse format would take.
+* ``structured``: filter pruning by L1 norm (Li et al., ICLR 2017). In every prunable layer the
+  ``ratio`` fraction of output channels with the smallest filter norm is removed, and the model
+  is rebuilt *smaller and dense*: the layer gets fewer output channels, the BatchNorm after it
+  the same channels, the next layer fewer input channels, so parameters and FLOPs really drop.
+
+Which layers are prunable (structured): those whose output reaches exactly one next
+Linear/Conv2d through per-channel ops only (BatchNorm, ReLU, dropout, pooling). A layer whose
+output is added to another branch or concatenated cannot lose channels without changing the
+other branch. In torchvision ResNets this leaves exactly the block-internal convs: ``conv1`` of a
+BasicBlock and ``conv1``/``conv2`` of a Bottleneck; the block's last conv, the downsample conv and
+the stem feed the residual stream and keep all their channels (the usual rule of data-free
+channel pruning of ResNets, e.g. Neuron Merging, Kim et al. 2020). Each other selected layer's
+reason is in ``info["skipped"]``. :func:`prune_structured` is also what RieM-with-pruning
+(table 3: prune, then RieM at 6 bits) calls.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from riembench.errors import RiembenchError
+from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
+from riembench.network import COMPRESSIBLE, get_module, set_module
+
+MODES = ("unstructured", "structured")
+SCOPES = ("layer", "global")
+CRITERIA = ("l1", "l2")
+
+#: ops between a pruned layer and the next that act per channel (a BN is pruned along)
+_PER_CHANNEL = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity,
+                nn.Dropout, nn.MaxPool2d, nn.AvgPool2d)
+
+
+@dataclass
+class PruneConfig(MethodConfig):
+    name: str = "prune"
+    mode: str = "structured"
+    #: fraction removed: of each layer's output channels (structured) or of its weights
+    ratio: float = 0.1
+    #: unstructured only: rank weights within each layer, or over all selected layers
+    scope: str = "layer"
+    #: structured: filter norm that ranks output channels
+    criterion: str = "l1"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise RiembenchError(f"prune mode must be one of {', '.join(MODES)}, got '{self.mode}'")
+        if self.scope not in SCOPES:
+            raise RiembenchError(f"prune scope must be one of {', '.join(SCOPES)}, "
+                                 f"got '{self.scope}'")
+        if self.criterion not in CRITERIA:
+            raise RiembenchError(f"prune criterion must be one of {', '.join(CRITERIA)}, "
+                                 f"got '{self.criterion}'")
+        if not 0 <= self.ratio < 1:
+            raise RiembenchError(f"prune ratio must be in [0, 1), got {self.ratio}")
+
+
+# --------------------------------------------------------------------------------------------
+# structured
+
+
+@dataclass
+class ChannelGroup:
+    """A layer whose output channels can be removed, the per-channel modules its output goes
+    through (BatchNorms among them are pruned along), and the one layer that reads them."""
+
+    producer: str
+    consumer: str
+    norms: list[str] = field(default_factory=list)
+
+
+def prunable_groups(model: nn.Module,
+                    layers: list[str]) -> tuple[list[ChannelGroup], dict[str, str]]:
+    """Which of ``layers`` can lose output channels, and why the others cannot."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception as exc:  # noqa: BLE001
+        reason = f"torch.fx cannot trace the model: {str(exc).splitlines()[0][:100]}"
+        return [], {n: reason for n in layers}
+    modules = dict(model.named_modules())
+    calls: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    wanted = set(layers)
+    groups: list[ChannelGroup] = []
+    skipped: dict[str, str] = {}
+    for node in graph.nodes:
+        name = str(node.target)
+        if node.op != "call_module" or name not in wanted:
+            continue
+        group, reason = _follow_channels(node, modules, calls)
+        if group is None:
+            skipped[name] = reason
+        else:
+            groups.append(group)
+    return groups, skipped
+
+
+def _follow_channels(node: fx.Node, modules: dict[str, nn.Module],
+                     calls: dict[str, int]) -> tuple[ChannelGroup | None, str]:
+    producer = modules[str(node.target)]
+    if getattr(producer, "groups", 1) != 1:
+        return None, "grouped conv"
+    if calls[str(node.target)] != 1:
+        return None, "module is called more than once"
+    norms: list[str] = []
+    cur = node
+    while True:
+        users = list(cur.users)
+        if len(users) != 1:
+            return None, (f"output feeds {len(users)} consumers: channels are shared with another "
+                          "branch (residual add or concatenation)" if users else "unused")
+        user = users[0]
+        if user.op == "call_module":
+            target = str(user.target)
+            mod = modules[target]
+            sliced = isinstance(mod, (*COMPRESSIBLE, nn.modules.batchnorm._BatchNorm))
+            if sliced and calls[target] != 1:  # a stateless op (a shared ReLU) may be reused
+                return None, f"'{target}' is called more than once"
+            if isinstance(mod, COMPRESSIBLE):
+                if getattr(mod, "groups", 1) != 1:
+                    return None, f"next layer '{target}' is a grouped conv"
+                if isinstance(producer, nn.Conv2d) != isinstance(mod, nn.Conv2d):
+                    return None, f"next layer '{target}' reads a reshaped output"
+                return ChannelGroup(str(node.target), target, norms), ""
+            if isinstance(mod, _PER_CHANNEL):
+                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
+                    norms.append(target)
+                cur = user
+                continue
+            return None, f"output goes through {type(mod).__name__} '{target}'"
+        if user.op == "call_function" and getattr(user.target, "__name__", "") == "relu":
+            cur = user
+            continue
+        if user.op == "output":
+            return None, "output is the network's output"
+        what = getattr(user.target, "__name__", user.target)
+        return None, f"output goes through '{what}' (residual add, concatenation or reshape)"
+
+
+def _channel_scores(weight: torch.Tensor, criterion: str) -> torch.Tensor:
+    flat = weight.detach().reshape(weight.shape[0], -1)
+    return flat.abs().sum(dim=1) if criterion == "l1" else flat.square().sum(dim=1).sqrt()
+
+
+def n_kept(channels: int, ratio: float) -> int:
+    """Channels kept when ``ratio`` of ``channels`` are removed (round half up, at least one)."""
+    return max(1, channels - int(ratio * channels + 0.5))
+
+
+def prune_structured(model: nn.Module, ratio: float, layers: list[str],
+                     criterion: str = "l1") -> nn.Module:
+    """A smaller dense copy of ``model``: ``ratio`` of the output channels of every prunable
+    layer among ``layers`` removed (lowest filter norm first). ``model`` is not modified."""
+    return prune_structured_info(model, ratio, layers, criterion)[0]
+
+
+def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
+                          criterion: str = "l1") -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`prune_structured`, plus what was pruned and why other layers were not."""
+    if criterion not in CRITERIA:
+        raise RiembenchError(f"prune criterion must be one of {', '.join(CRITERIA)}")
+    pruned = copy.deepcopy(model)
+    groups, skipped = prunable_groups(pruned, list(layers))
+    channels: dict[str, list[int]] = {}
+    for group in groups:
+        producer = get_module(pruned, group.producer)
+        total = producer.weight.shape[0]
+        keep = n_kept(total, ratio)
+        scores = _channel_scores(producer.weight, criterion)
+        idx = torch.sort(torch.topk(scores, keep).indices).values
+        set_module(pruned, group.producer, _slice_layer(producer, out_idx=idx))
+        for norm in group.norms:
+            set_module(pruned, norm, _slice_bn(get_module(pruned, norm), idx))
+        consumer = get_module(pruned, group.consumer)
+        set_module(pruned, group.consumer, _slice_layer(consumer, in_idx=idx))
+        channels[group.producer] = [total, keep]
+    info = {"pruned_channels": channels, "skipped": skipped, "ratio": ratio,
+            "criterion": criterion}
+    return pruned, info
+
+
+def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None = None,
+                 in_idx: torch.Tensor | None = None) -> nn.Module:
+    """A new Linear/Conv2d holding the selected output and/or input channels of ``layer``."""
+    w = layer.weight.detach()
+    if out_idx is not None:
+        w = w[out_idx]
+    if in_idx is not None:
+        w = w[:, in_idx]
+    bias = layer.bias.detach() if layer.bias is not None else None
+    if bias is not None and out_idx is not None:
+        bias = bias[out_idx]
+    kwargs = {"device": w.device, "dtype": w.dtype}
+    if isinstance(layer, nn.Linear):
+        new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, **kwargs)
+    else:
+        new = nn.Conv2d(w.shape[1], w.shape[0], layer.kernel_size, layer.stride, layer.padding,
+                        layer.dilation, 1, bias is not None, layer.padding_mode, **kwargs)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if bias is not None:
+            new.bias.copy_(bias)
+    new.train(layer.training)
+    return new
+
+
+def _slice_bn(bn: nn.modules.batchnorm._BatchNorm, idx: torch.Tensor) -> nn.Module:
+    new = type(bn)(len(idx), bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
+                   device=bn.running_mean.device if bn.running_mean is not None else None)
+    with torch.no_grad():
+        if bn.affine:
+            new.weight.copy_(bn.weight[idx])
+            new.bias.copy_(bn.bias[idx])
+        if bn.track_running_stats and bn.running_mean is not None:
+            new.running_mean.copy_(bn.running_mean[idx])
+            new.running_var.copy_(bn.running_var[idx])
+            new.num_batches_tracked.copy_(bn.num_batches_tracked)
+    new.train(bn.training)
+    return new
+
+
+# --------------------------------------------------------------------------------------------
+# unstructured
+
+
+def prune_unstructured(model: nn.Module, ratio: float, layers: list[str],
+                       scope: str = "layer") -> tuple[nn.Module, dict[str, Any]]:
+    """A copy of ``model`` with the ``ratio`` smallest-magnitude weights of ``layers`` zeroed:
+    exactly ``int(ratio * n)`` of each layer's ``n`` weights (``scope="layer"``), or every weight
+    at or below the global ``ratio`` quantile of all their magnitudes (``scope="global"``)."""
+    pruned = copy.deepcopy(model)
+    mods = {n: get_module(pruned, n) for n in layers}
+    cut = None
+    if scope == "global":
+        everything = torch.cat([m.weight.detach().abs().flatten() for m in mods.values()])
+        k = int(ratio * everything.numel())
+        cut = float(everything.kthvalue(k).values) if k > 0 else -1.0
+    zeros = 0
+    total = 0
+    for mod in mods.values():
+        w = mod.weight.detach()
+        mask = w.abs() > cut if cut is not None else _drop_smallest(w, int(ratio * w.numel()))
+        with torch.no_grad():
+            mod.weight.mul_(mask)
+        zeros += int((~mask).sum())
+        total += w.numel()
+    nonzero = total - zeros
+    info = {"sparsity": zeros / max(total, 1), "nonzero_weights": nonzero, "pruned_weights": zeros,
+            # a sparse file: the kept values plus a 1-bit mask of all positions, in 32-bit words
+            "sparse_stored_numel": nonzero + (total + 31) // 32, "scope": scope}
+    return pruned, info
+
+
+def _drop_smallest(w: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep-mask of ``w`` without its ``k`` smallest magnitudes (ties broken by position)."""
+    keep = torch.ones(w.numel(), dtype=torch.bool, device=w.device)
+    if k > 0:
+        keep[torch.argsort(w.abs().flatten(), stable=True)[:k]] = False
+    return keep.reshape(w.shape)
+
+
+# --------------------------------------------------------------------------------------------
+# the method
+
+
+@METHODS.register("prune", PruneConfig)
+class PruneMethod(NetworkMethod):
+    """Magnitude pruning (unstructured or L1 filter pruning); deterministic."""
+
+    cfg: PruneConfig
+    deterministic = True
+    needs_size = False
+
+    def compress(self, job: NetworkJob) -> list[CompressedNet]:
+        model = job.model
+        if self.cfg.mode == "structured":
+            pruned, info = prune_structured_info(model, self.cfg.ratio, list(job.layers),
+                                                 self.cfg.criterion)
+            if not info["pruned_channels"]:
+                reasons = "; ".join(f"{k}: {v}" for k, v in list(info["skipped"].items())[:4])
+                raise RiembenchError(f"prune: none of the selected layers can lose channels "
+                                     f"({reasons})")
+        else:
+            pruned, info = prune_unstructured(model, self.cfg.ratio, list(job.layers),
+                                              self.cfg.scope)
+        info["mode"] = self.cfg.mode
+        pruned.eval()
+        return [CompressedNet(copy.deepcopy(pruned), copy.deepcopy(info)) for _ in job.seeds]

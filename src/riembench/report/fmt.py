@@ -1,0 +1,17 @@
+"""Formatting shared by every table's renderers (row labels, LaTeX escaping)."""
+
+from __future__ import annotations
+
+
+def label(method: str, variant: str) -> str:
+    """Row label: ``riem (fast)`` for a variant, so a shortened fit is never read as the full one."""
+    return f"{method} ({variant})" if isinstance(variant, str) and variant else method
+
+
+def tex_escape(text: str) -> str:
+    """Method and family names carry underscores; LaTeX needs them (and friends) escaped."""
+    out = text.replace("\\", "\x00")
+    for a, b in (("_", r"\_"), ("&", r"\&"), ("%", r"\%"), ("#", r"\#"), ("$", r"\$"),
+                 ("{", r"\{"), ("}", r"\}")):
+        out = out.replace(a, b)
+    return out.replace("\x00", r"\textbackslash{}")
