@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -22,6 +21,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from riembench.atomic import atomic_write
 
 #: Config keys that do not change a run's result and so are left out of its identity (dotted
 #: keys name a nested entry: where checkpoints are cached is a machine path, not a setting).
@@ -116,20 +117,10 @@ class RunStore:
         record.host = record.host or platform.node()
         record.created_at = record.created_at or datetime.now(UTC).isoformat(timespec="seconds")
         dest = self.path(record.table, record.key)
-        dest.parent.mkdir(parents=True, exist_ok=True)
         if dest.exists():
             return dest
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                json.dump(asdict(record), fh, indent=1, sort_keys=True, default=_jsonable)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, dest)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return dest
+        blob = json.dumps(asdict(record), indent=1, sort_keys=True, default=_jsonable).encode()
+        return atomic_write(dest, lambda fh: fh.write(blob))
 
     def iter_records(self, table: str | None = None) -> Iterator[dict[str, Any]]:
         """Every finished record (of one table, or all); half-written temp files are skipped."""

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shlex
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from riembench.atomic import atomic_write
 from riembench.backbones.registry import BACKBONES, TaskShape, TrainedBackboneConfig, as_typed
 from riembench.backbones.torchvision_models import load_torchvision
 from riembench.errors import RiembenchError
@@ -70,28 +70,13 @@ def checkpoint_path(cfg: TrainedBackboneConfig, dataset: str, seed: int, recipe:
     return cache_dir(cfg) / f"{cfg.name}-{arch_tag(cfg)}-{dataset}-seed{seed}-{recipe}.pt"
 
 
-def atomic_write_bytes(path: Path, write: Any) -> None:
-    """Call ``write(fileobj)`` on a temp file in ``path``'s directory, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any]) -> None:
     """Write the state dict and metadata atomically (JSON first: the .pt marks completion)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     text = json.dumps(meta, indent=2, sort_keys=True, default=str).encode()
-    atomic_write_bytes(path.with_suffix(".json"), lambda fh: fh.write(text))
+    atomic_write(path.with_suffix(".json"), lambda fh: fh.write(text))
     payload = {"format": FORMAT, "state_dict": state, "meta": json.loads(text)}
-    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

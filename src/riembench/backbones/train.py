@@ -42,6 +42,7 @@ from riembench.backbones.registry import (
 from riembench.cli import config_dir
 from riembench.config import DataConfig, typed_group
 from riembench.data import DATASETS  # importing registers the datasets and their schemas
+from riembench.device import resolve_device
 from riembench.errors import RiembenchError
 from riembench.evaluate import evaluate_accuracy
 
@@ -126,15 +127,6 @@ def resolve_recipe(train: TrainConfig, presets: dict[str, Any], backbone: str,
         if value is None and key != "threads":
             values[key] = next((lay[key] for lay in layers if lay.get(key) is not None), None)
     return TrainConfig(**values)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RiembenchError(f"train.device={name} but CUDA is not available; use train.device=cpu")
-    return dev
 
 
 def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
@@ -285,7 +277,7 @@ def train_from_config(cfg: DictConfig) -> Path:
         return path
     if train_cfg.threads:
         torch.set_num_threads(int(train_cfg.threads))
-    device = resolve_device(train_cfg.device)
+    device = resolve_device(train_cfg.device, "train.device")
     task = DATASETS.get(dataset_cfg.name)(dataset_cfg, Path(str(cfg.data.root)).expanduser())
     if task.name != dataset_cfg.name:  # the loader looks checkpoints up by task.name
         path = checkpoint_path(backbone_cfg, task.name, train_cfg.seed, recipe_hash)

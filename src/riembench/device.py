@@ -1,0 +1,18 @@
+"""Which torch device a run or a training uses (one rule for both)."""
+
+from __future__ import annotations
+
+import torch
+
+from riembench.errors import RiembenchError
+
+
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """``auto`` is CUDA when present, else CPU; an explicit CUDA device without CUDA is an error
+    (never a silent fall-back to a slower device whose timings would then be recorded)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RiembenchError(f"{key}={name} requested but CUDA is not available; use {key}=cpu")
+    return dev
