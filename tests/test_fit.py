@@ -150,3 +150,16 @@ def test_riem_variants_match_formula(wrap, combine):
                 total += torch.tanh(U[s_idx] @ x + b[s_idx])
             out[i, j] = w @ total + c
     assert torch.allclose(model.reconstruct()[0], out, atol=1e-5)
+
+
+def test_lpnorm_general_p_matches_cdist_and_has_finite_gradients():
+    """p outside {1, 2} takes an explicit (faster) path: it must equal torch.cdist's distances."""
+    m = LpNormEmbedding([0, 1], 30, 20, 8, 4, 3.0)
+    with torch.no_grad():
+        m.R[:, :, :3] = m.P[:, :, :3]  # coinciding neurons: distance 0, where s^(1/p) is steep
+    out = m.rows(slice(0, 30))
+    dist = torch.stack([torch.cdist(m.P[b], m.R[b], p=3.0) for b in range(2)])  # (B, H, m, n)
+    ref = (dist * m.lam[:, :, None, None]).sum(1) + m.c[:, None, None]
+    assert torch.allclose(out, ref, atol=1e-5)
+    out.sum().backward()
+    assert torch.isfinite(m.P.grad).all() and torch.isfinite(m.R.grad).all()

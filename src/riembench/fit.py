@@ -145,12 +145,22 @@ class LpNormEmbedding(BatchedEmbedding):
         return super().tensor_params_per_matrix() - (0 if self.has_offset else 1)
 
     def row_cost(self) -> int:
-        return self.heads * self.n * 2  # cdist output + weighted copy
+        if self.p in (1.0, 2.0):
+            return self.heads * self.n * 2  # cdist output + weighted copy
+        return self.heads * self.n * (self.d // self.heads + 3)  # explicit differences
 
     def rows(self, index: torch.Tensor | slice) -> torch.Tensor:
         p_rows = self.P[:, :, index]  # (B, H, r, dh)
         b, h, r, dh = p_rows.shape
-        dist = torch.cdist(p_rows.reshape(b * h, r, dh), self.R.reshape(b * h, self.n, dh), p=self.p)
+        if self.p in (1.0, 2.0):
+            dist = torch.cdist(p_rows.reshape(b * h, r, dh), self.R.reshape(b * h, self.n, dh),
+                               p=self.p)
+        else:
+            # torch.cdist's general-p backward is ~40x slower than p = 2 (measured: 0.62 s vs
+            # 0.015 s for a LeNet-5 fc1 batch); the explicit form is 4-5x faster than cdist at
+            # p = 3. The clamp keeps the gradient of s^(1/p) finite where two neurons coincide.
+            diff = (p_rows[:, :, :, None, :] - self.R[:, :, None, :, :]).abs()
+            dist = diff.pow(self.p).sum(-1).clamp_min(1e-30).pow(1.0 / self.p)
         out = (dist.view(b, h, r, self.n) * self.lam[:, :, None, None]).sum(1)
         return out + self.c[:, None, None]
 
