@@ -37,6 +37,8 @@ tables: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/convert.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/eval_throughput.py $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,55 @@
+"""The benchmark scripts run (smoke sizes) and write the fields docs/benchmarks.md promises.
+
+Why a test: benchmarks are run rarely and by hand on a GPU machine, so a broken import or a
+renamed field would otherwise only show up there. Both scripts run at once in subprocesses
+(as `make bench` runs them) to keep this test to seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV_FIELDS = {"device", "device_kind", "date", "git_revision", "python", "torch", "versions",
+              "settings", "mode"}
+
+
+def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    scripts = ("convert.py", "eval_throughput.py")
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / s), "--smoke",
+                               "--device", "cpu", "--out", str(tmp_path)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for s in scripts]
+    for script, proc in zip(scripts, procs, strict=True):
+        out, _ = proc.communicate(timeout=240)
+        assert proc.returncode == 0, f"{script}:\n{out[-3000:]}"
+
+    conv = json.loads((tmp_path / "convert-cpu-smoke.json").read_text())
+    assert ENV_FIELDS <= conv.keys() and conv["mode"] == "smoke"
+    cmp = conv["compare"]
+    for key in ("engine", "naive_batch1", "naive_plain"):
+        assert cmp[key]["wall_s"] > 0
+        assert set(cmp[key]["rel_mse_per_layer"]) == set(cmp["layers"])
+    # same init, loss, optimizer and steps: the three fits agree (float reassociation only)
+    assert abs(cmp["engine"]["rel_mse_mean"] - cmp["naive_batch1"]["rel_mse_mean"]) < 1e-4
+    assert abs(cmp["engine"]["rel_mse_mean"] - cmp["naive_plain"]["rel_mse_mean"]) < 1e-4
+    assert cmp["speed_ratio_engine_over_naive_batch1"] > 0
+    (row,) = conv["convert"]
+    assert row["arch"] == "resnet18" and row["seeds"] == 2 and row["cpu_sized"]
+    assert row["wall_s"] > 0 and row["peak_memory_mib"] > 0 and row["failed_seeds"] == 0
+    probe = conv["probe"]
+    assert probe["prototype_grad_max_rel_diff"] < 1e-4
+    assert "engine_default_chunk" in probe["s_per_step"]
+    assert (tmp_path / conv["profile"]["file"]).read_text().count("aten::") >= 5
+
+    ev = json.loads((tmp_path / "eval-cpu-smoke.json").read_text())
+    assert ENV_FIELDS <= ev.keys()
+    assert set(ev["images_per_s"]) == {"original_project", "original_plain", "converted_project",
+                                       "converted_plain"}
+    assert ev["converted"]["embedded_layers"] >= 1 and ev["paths_agree"]
+    assert ev["ratio_converted_over_original_plain"] > 0
