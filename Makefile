@@ -10,6 +10,9 @@ PYTEST_ARGS ?= -n 2
 
 help:
 	@echo "make table1   run table 1 (LeNet-5 / ResNet-9 FC layers, digits on CPU; DATA=mnist for MNIST)"
+	@echo "make table2   run table 2 (ImageNet-1k, equal size: needs ImageNet val + torchvision weights, GPU)"
+	@echo "make table3   run table 3 (ImageNet-1k, pruning 10%/30%: same needs)"
+	@echo "make table4   run table 4 (DETR-R50 on COCO val2017: needs COCO + DETR weights, GPU)"
 	@echo "make table5   run table 5 (synthetic matrices, embedded default size, CPU) and write tables/"
 	@echo "make tables   regenerate every table from the run store, no rerun"
 	@echo "make test     run the test suite"
@@ -82,3 +85,38 @@ table4: $(STAMP)
 	$(T4) method=svd size.mb=33.4 'seeds=[0]'
 	$(T4) method=riem size.mb=43.6,33.4,26.7 method.progress=false $(T4SEEDS)
 	$(BIN)/python -m riembench.report table4
+
+# Tables 2 and 3 (ImageNet-1k): need ImageNet val under $(RIEMBENCH_DATA)/imagenet (or
+# DATA_ROOT=...) and torchvision's weight files in its cache, in practice a GPU (docs/imagenet.md).
+# Without them the first command stops with an error naming the files to fetch. EXTRA passes
+# further overrides (e.g. EXTRA="device=cuda dataset.limit=5000" for a quick subset). A key
+# only some methods have (method.ratio) is given to one method per command: Hydra applies a
+# command-line key to the default method (riem) before the sweep picks the methods.
+.PHONY: table2 table3
+T2     := $(RUN) -m experiment=table2 $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(EXTRA)
+T3     := $(RUN) -m experiment=table3 $(if $(DATA_ROOT),data.root=$(DATA_ROOT)) $(EXTRA)
+# RieM / Lp-norm "8/16": embeddings stored at 8 bits, converted layers' inputs at 16 bits
+Q816   ?= method.w_bits=8 method.a_bits=16
+ONE    := 'seeds=[0]'
+
+table2: $(STAMP)
+	$(T2) backbone=resnet18,resnet50,densenet121 method=original $(ONE)
+	$(T2) backbone=resnet18 method=dfq,quant method.w_bits=6 method.a_bits=6 $(ONE)
+	$(T2) backbone=resnet18 method=riem size.mb=8.36,5.58 $(Q816)
+	$(T2) backbone=resnet18 method=lpnorm size.mb=5.58 $(Q816)
+	$(T2) backbone=resnet18 method=svd size.mb=8.36,5.58 size.bits=32 $(ONE)
+	$(T2) backbone=resnet50 method=riem,lpnorm size.mb=12.28 $(Q816)
+	$(T2) backbone=resnet50 method=svd size.mb=12.28 size.bits=32 $(ONE)
+	$(T2) backbone=densenet121 method=riem,lpnorm size.mb=6.00 $(Q816)
+	$(T2) backbone=densenet121 method=svd size.mb=6.00 size.bits=32 $(ONE)
+	$(BIN)/python -m riembench.report table2
+
+table3: $(STAMP)
+	$(T3) backbone=resnet34,resnet101 method=original $(ONE)
+	$(T3) backbone=resnet34,resnet101 method=prune method.ratio=0.1,0.3 $(ONE)
+	$(T3) backbone=resnet34,resnet101 method=neuron_merge method.ratio=0.1,0.3 $(ONE)
+	$(T3) backbone=resnet34 method=riem method.prune_ratio=0.1 size.mb=14.8 method.w_bits=6
+	$(T3) backbone=resnet34 method=riem method.prune_ratio=0.3 size.mb=11.6 method.w_bits=6
+	$(T3) backbone=resnet101 method=riem method.prune_ratio=0.1 size.mb=28.8 method.w_bits=6
+	$(T3) backbone=resnet101 method=riem method.prune_ratio=0.3 size.mb=21.2 method.w_bits=6
+	$(BIN)/python -m riembench.report table3

@@ -12,7 +12,7 @@ import pytest
 
 def _run(args, tmp_path, env, timeout=600):
     proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+                          check=False, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from riembench.errors import RiembenchError
 from riembench.fit import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
 from riembench.network import set_module
+from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant, quantize_tensor
 
 #: embedding classes a compact checkpoint may name (and how to rebuild them)
 FIELDS: dict[str, type[BatchedEmbedding]] = {"RiemEmbedding": RiemEmbedding,
@@ -58,7 +59,8 @@ class EmbeddedLayer(nn.Module):
     (they are that layer's row positions), so they are stored (and counted) there.
     """
 
-    def __init__(self, field: BatchedEmbedding, original: nn.Module, shares_columns: bool = False):
+    def __init__(self, field: BatchedEmbedding, original: nn.Module, shares_columns: bool = False,
+                 field_bits: int = 32):
         super().__init__()
         if field.batch != 1:
             raise ValueError("an EmbeddedLayer holds one element (one seed) of an embedding")
@@ -73,6 +75,9 @@ class EmbeddedLayer(nn.Module):
         bias = getattr(original, "bias", None)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
         self.shares_columns = shares_columns
+        #: bit-width the embedding's numbers are stored at (see :func:`quantize_embedded`); the
+        #: bias stays at 32 bits, as integer kernels keep it
+        self.field_bits = int(field_bits)
         self.register_buffer("_weight", None, persistent=False)
 
     def generated_weight(self) -> torch.Tensor:
@@ -92,15 +97,30 @@ class EmbeddedLayer(nn.Module):
             return F.conv2d(x, w, self.bias, **self.conv_args)
         return F.linear(x, w, self.bias)
 
-    def stored_numel(self) -> int:
-        """Numbers this layer stores: its embedding (minus shared column positions) + bias."""
+    def field_numel(self) -> int:
+        """Numbers of the embedding this layer stores (shared column positions are the previous
+        layer's)."""
         own = self.field.params_per_matrix
         if self.shares_columns:
             own -= self.field.n * getattr(self.field, "d", 0)
-        return own + (self.bias.numel() if self.bias is not None else 0)
+        return own
+
+    def stored_numel(self) -> int:
+        """Numbers this layer stores: its embedding (minus shared column positions) + bias."""
+        return self.field_numel() + (self.bias.numel() if self.bias is not None else 0)
+
+    def stored_bits(self) -> float:
+        """Bits this layer stores: the embedding at ``field_bits`` except its read-out (kept at
+        32 bits when rounded, see :func:`quantize_embedded`), the bias at 32."""
+        bias = self.bias.numel() if self.bias is not None else 0
+        if self.field_bits >= 32:
+            return float((self.field_numel() + bias) * 32)
+        readout = self.field.readout_numel()
+        return float((self.field_numel() - readout) * self.field_bits + (readout + bias) * 32)
 
     def spec(self) -> dict[str, Any]:
-        return {"field": field_spec(self.field), "shares_columns": self.shares_columns}
+        return {"field": field_spec(self.field), "shares_columns": self.shares_columns,
+                "field_bits": self.field_bits}
 
 
 def materialize(model: nn.Module) -> nn.Module:
@@ -113,6 +133,53 @@ def materialize(model: nn.Module) -> nn.Module:
 
 def embedded_layers(model: nn.Module) -> dict[str, EmbeddedLayer]:
     return {n: m for n, m in model.named_modules() if isinstance(m, EmbeddedLayer)}
+
+
+#: embedding tensors that hold neuron positions: quantized per feature column (the authors'
+#: RieM notebook does the same), since each column has its own range after fitting
+POSITIONS = ("P", "R")
+
+
+@torch.no_grad()
+def quantize_embedded(model: nn.Module, bits: int,
+                      targets: dict[str, torch.Tensor] | None = None) -> dict[str, int]:
+    """Round every embedded layer's positions and metric to ``bits`` bits, in place, re-solve
+    its read-out, and rebuild the materialized weights. Returns ``{layer name: bits}`` (each
+    layer's weight bits, for BOPs in :func:`riembench.cost.model_cost`).
+
+    * Positions get one asymmetric min/max range per feature column with exact end points
+      (positions have no special zero); the metric's other tensors (RieM's U and biases) one
+      range per tensor. A tensor shared along a neuron chain is rounded once.
+    * The read-out (RieM's w and c, Lp-norm's lambda and c: d_mu + 1 or H + 1 numbers per layer)
+      stays at 32 bits and, where ``targets`` has the layer's original weight matrix, is
+      re-solved by least squares for the rounded features (``BatchedEmbedding.refit_readout``).
+      Why: a warm-started RieM builds products from differences of sigmoids with large read-out
+      weights of both signs, so rounding everything at 8 bits multiplied the error (measured in
+      docs/riem.md); the 32-bit read-out is counted as such in :meth:`EmbeddedLayer.stored_bits`.
+
+    Post-training, as the paper's "8/16" rows: the fit itself is the same for every bit-width.
+    """
+    layers = embedded_layers(model)
+    done: set[int] = set()
+    for layer in layers.values():
+        readout = set(type(layer.field).READOUT)
+        for pname, param in layer.field.named_parameters(recurse=False):
+            if id(param) in done or pname in readout:
+                continue
+            done.add(id(param))
+            per_column = pname in POSITIONS
+            param.copy_(quantize_tensor(param, bits, per_channel=per_column, symmetric=False,
+                                        axis=-1, exact_zero=not per_column))
+    bits_by_layer: dict[str, int] = {}
+    for name, layer in layers.items():
+        if targets is not None and name in targets:
+            target = targets[name].to(layer.field.P.device, torch.float32)
+            layer.field.refit_readout(target.reshape(1, layer.field.m, layer.field.n))
+        layer.field_bits = int(bits)
+        bits_by_layer[name] = int(bits)
+        if layer._weight is not None:
+            layer.materialize()
+    return bits_by_layer
 
 
 def tie_chain(layers: list[EmbeddedLayer]) -> None:
@@ -134,8 +201,11 @@ def save_compact(model: nn.Module, path: str | Path, meta: dict[str, Any] | None
     """
     layers = embedded_layers(model)
     chains = _chains_of(model, layers)
+    input_bits = {n: int(getattr(m, INPUT_QUANT).bits) for n, m in model.named_modules()
+                  if hasattr(m, INPUT_QUANT)}
     blob = {"format": FORMAT, "layers": {n: m.spec() for n, m in layers.items()},
-            "chains": chains, "state_dict": model.state_dict(), "meta": meta or {}}
+            "chains": chains, "input_quant": input_bits, "state_dict": model.state_dict(),
+            "meta": meta or {}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
@@ -159,9 +229,12 @@ def load_compact(path: str | Path, base: nn.Module) -> nn.Module:
         raise RiembenchError(f"{path} is not a riembench compact checkpoint ({FORMAT})")
     for name, spec in blob["layers"].items():
         original = base.get_submodule(name)
-        set_module(base, name, EmbeddedLayer(field_from_spec(spec["field"]), original))
+        set_module(base, name, EmbeddedLayer(field_from_spec(spec["field"]), original,
+                                             field_bits=int(spec.get("field_bits", 32))))
     for chain in blob["chains"]:
         tie_chain([base.get_submodule(n) for n in chain])  # type: ignore[misc]
+    for name, bits in blob.get("input_quant", {}).items():  # ranges come with the state dict
+        attach_input_quant(base.get_submodule(name), FakeQuantAct(0.0, 0.0, int(bits)))
     try:
         base.load_state_dict(blob["state_dict"], strict=True)
     except RuntimeError as exc:

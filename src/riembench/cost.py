@@ -8,7 +8,8 @@ Three sizes, because the paper's tables and an honest measurement differ:
   the bit-width it is stored at: ``bits_by_param`` names the quantized ones (tensor names, module
   names of layers that report :meth:`stored_numel`, or fnmatch patterns), the rest count at
   their dtype's width. A module with a ``stored_numel() -> int`` method (RieM/Lp-norm layers)
-  reports its own count, and its tensors are not counted again.
+  reports its own count, and its tensors are not counted again; one that also has
+  ``stored_bits() -> float`` reports its own bits (an 8-bit embedding with a 32-bit bias).
 * ``file_bytes``: the size of ``torch.save(model.state_dict())`` written to a temporary file:
   the artifact this project actually saves (a fake-quantized model is still a float file).
 * the paper's convention (``paper_tables/README.md``): an "original" row is the size of the
@@ -88,7 +89,9 @@ def stored_tensors(model: nn.Module, bits_by_param: dict[str, int] | None = None
             n = int(own())
             totals["params"] += n
             totals["stored"] += n
-            totals["bits"] += n * bits_for(prefix, bits_by_param, 32)
+            own_bits = getattr(module, "stored_bits", None)  # a layer that knows its widths
+            totals["bits"] += (float(own_bits()) if callable(own_bits)
+                               else n * bits_for(prefix, bits_by_param, 32))
             return
         for name, p in module._parameters.items():
             if p is None or id(p) in seen:

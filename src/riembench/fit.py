@@ -88,6 +88,51 @@ class BatchedEmbedding(nn.Module, ABC):
         step = self.rows_per_chunk(chunk_elems)
         return torch.cat([self.rows(slice(i, min(i + step, self.m))) for i in range(0, self.m, step)], 1)
 
+    #: the linear read-out of :meth:`features`: (weights over the features, offset)
+    READOUT: tuple[str, str] = ("w", "c")
+
+    def features(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """(B, rows, n, K) features whose read-out is the reconstruction:
+        ``rows(i) = features(i) @ READOUT[0] + READOUT[1]``."""
+        raise NotImplementedError(f"{type(self).__name__} has no linear read-out")
+
+    def readout_numel(self) -> int:
+        """Numbers of one element's read-out (weights and offset)."""
+        return getattr(self, self.READOUT[0]).shape[-1] + int(getattr(self, "has_offset", True))
+
+    @torch.no_grad()
+    def refit_readout(self, targets: torch.Tensor, chunk_elems: int = 2**24) -> None:
+        """Least-squares read-out for the current features, per element, against ``targets``
+        (B, m, n).
+
+        Why: after the positions and the metric are rounded (8-bit "8/16" rows), the fitted
+        read-out no longer matches its features, and RieM's warm-started read-out weights are
+        large and of both signs (they build products from differences of sigmoids), so small
+        feature errors are amplified; re-solving the few read-out numbers removes that (measured
+        in docs/riem.md). Normal equations in float64, accumulated over row chunks.
+        """
+        w_name, c_name = self.READOUT
+        k = getattr(self, w_name).shape[-1]
+        offset = bool(getattr(self, "has_offset", True))
+        cols = k + int(offset)
+        ata = targets.new_zeros(self.batch, cols, cols, dtype=torch.float64)
+        aty = targets.new_zeros(self.batch, cols, dtype=torch.float64)
+        step = self.rows_per_chunk(chunk_elems)
+        for i in range(0, self.m, step):
+            rows = slice(i, min(i + step, self.m))
+            a = self.features(rows).double().reshape(self.batch, -1, k)
+            if offset:
+                a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], -1)
+            y = targets[:, rows].double().reshape(self.batch, -1)
+            ata += a.transpose(1, 2) @ a
+            aty += (a.transpose(1, 2) @ y[..., None])[..., 0]
+        ridge = 1e-12 * ata.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30) / cols
+        eye = torch.eye(cols, dtype=torch.float64, device=ata.device)
+        sol = torch.linalg.solve(ata + ridge[:, None, None] * eye, aty)
+        getattr(self, w_name).copy_(sol[:, :k].to(getattr(self, w_name).dtype))
+        if offset:
+            getattr(self, c_name).copy_(sol[:, k].to(getattr(self, c_name).dtype))
+
     def element(self, b: int) -> BatchedEmbedding:
         """A batch-of-one copy of element ``b`` (what one seed's compressed layer keeps)."""
         new = copy.copy(self)
@@ -149,7 +194,8 @@ class LpNormEmbedding(BatchedEmbedding):
             return self.heads * self.n * 2  # cdist output + weighted copy
         return self.heads * self.n * (self.d // self.heads + 3)  # explicit differences
 
-    def rows(self, index: torch.Tensor | slice) -> torch.Tensor:
+    def distances(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """Per-head distances of the selected rows to every column: (B, H, rows, n)."""
         p_rows = self.P[:, :, index]  # (B, H, r, dh)
         b, h, r, dh = p_rows.shape
         if self.p in (1.0, 2.0):
@@ -161,8 +207,17 @@ class LpNormEmbedding(BatchedEmbedding):
             # p = 3. The clamp keeps the gradient of s^(1/p) finite where two neurons coincide.
             diff = (p_rows[:, :, :, None, :] - self.R[:, :, None, :, :]).abs()
             dist = diff.pow(self.p).sum(-1).clamp_min(1e-30).pow(1.0 / self.p)
-        out = (dist.view(b, h, r, self.n) * self.lam[:, :, None, None]).sum(1)
+        return dist.view(b, h, r, self.n)
+
+    def rows(self, index: torch.Tensor | slice) -> torch.Tensor:
+        out = (self.distances(index) * self.lam[:, :, None, None]).sum(1)
         return out + self.c[:, None, None]
+
+    READOUT = ("lam", "c")
+
+    def features(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """Per-head distances as (B, rows, n, H); lambda reads them out."""
+        return self.distances(index).permute(0, 2, 3, 1)
 
     @torch.no_grad()
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:
@@ -243,6 +298,12 @@ class RiemEmbedding(BatchedEmbedding):
         z = self.row_part(index)[:, :, None, :] + self.shifted_columns()[:, None, :, :]
         wk = self.w.repeat(1, len(self.shifts))  # w is shared across shifts (sum over s first)
         return torch.einsum("brnk,bk->brn", self.act(z), wk) + self.c[:, None, None]
+
+    def features(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The metric's activations summed over shifts, (B, rows, n, d_mu); w reads them out."""
+        z = self.row_part(index)[:, :, None, :] + self.shifted_columns()[:, None, :, :]
+        b, r, n, _ = z.shape
+        return self.act(z).view(b, r, n, len(self.shifts), self.d_mu).sum(3)
 
     @torch.no_grad()
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:

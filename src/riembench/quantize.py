@@ -445,18 +445,33 @@ def quantize_model(model: nn.Module, w_bits: int | None, a_bits: int | None, per
         info["bits_by_param"] = quantize_weights(model, layers, w_bits, per_channel, symmetric)
     if report is not None:
         assert a_bits is not None
-        for name in layers:
-            stats = report.inputs.get(name)
-            if stats is None:
-                info["act_float"][name] = report.missing.get(name, "no statistics")
-                continue
-            quant = FakeQuantAct.from_stats(stats, a_bits, act_k)
-            attach_input_quant(get_module(model, name), quant)
-            info["act_ranges"][name] = [float(quant.lo), float(quant.hi)]
-        if info["act_float"]:
-            log.info("activations left in float at %d layer(s): %s", len(info["act_float"]),
-                     "; ".join(f"{k}: {v}" for k, v in list(info["act_float"].items())[:3]))
+        info.update(quantize_inputs(model, layers, a_bits, report, act_k))
     return info
+
+
+def quantize_inputs(model: nn.Module, layers: Iterable[str], bits: int, report: StatsReport,
+                    act_k: float = 6.0) -> dict[str, Any]:
+    """Attach a ``bits``-bit input quantizer to every named layer that ``report`` has statistics
+    for (range ``mean +- act_k std``); the others stay in float, with the reason.
+
+    ``report`` may come from another model than ``model`` with the same layer names: a
+    converted model (RieM layers are not Linear/Conv2d to the tracer) takes the statistics of
+    the model it was converted from. Returns ``{"act_ranges": ..., "act_float": ...}``.
+    """
+    ranges: dict[str, list[float]] = {}
+    left: dict[str, str] = {}
+    for name in layers:
+        stats = report.inputs.get(name)
+        if stats is None:
+            left[name] = report.missing.get(name, "no statistics")
+            continue
+        quant = FakeQuantAct.from_stats(stats, bits, act_k)
+        attach_input_quant(get_module(model, name), quant)
+        ranges[name] = [float(quant.lo), float(quant.hi)]
+    if left:
+        log.info("activations left in float at %d layer(s): %s", len(left),
+                 "; ".join(f"{k}: {v}" for k, v in list(left.items())[:3]))
+    return {"act_ranges": ranges, "act_float": left}
 
 
 def bits_for(name: str, bits_by_param: dict[str, int] | None, default: int) -> int:

@@ -32,6 +32,7 @@ from torch import nn
 
 from riembench.backbones import BACKBONES, load_backbone
 from riembench.config import typed_group
+from riembench.cost import model_cost
 from riembench.data import DATASETS
 from riembench.data.synthetic import MatrixTask
 from riembench.errors import ImpossibleBudget, RiembenchError
@@ -93,6 +94,10 @@ def run(cfg: DictConfig) -> CellOutcome:
         raise RiembenchError(f"seeds has duplicates: {seeds}")
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
+    if not getattr(METHODS.get(method_cfg.name), "needs_size", True):
+        # an unsized method (original, quant, dfq, prune) gives the same result under every
+        # size setting: one identity, so a sweep over sizes runs it once, not once per size
+        container["size"] = {"name": "unused"}
     store = RunStore(container["store"]["root"])
     keys = {s: run_key(container, s) for s in seeds}
     pending = [s for s in seeds if not store.has(table, keys[s])]
@@ -234,9 +239,13 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
     needs_size = getattr(method, "needs_size", True)
     layers = select_layers(model, method.cfg.layers)  # also counted for the original row
     example = torch.zeros(1, task.in_channels, task.image_size, task.image_size)
+    original = {"original_layer_params": layer_numel(model, layers),
+                "original_model_params": sum(p.numel() for p in model.parameters())}
     start = time.perf_counter()
     target = SizeTarget(None)
+    prepared: dict[str, Any] = {}
     try:
+        model, prepared = method.prepare(model, layers)  # e.g. pruning before RieM (table 3)
         if needs_size:
             target = network_target(size_cfg, model, layers)
         outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example))
@@ -244,20 +253,20 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         log.error("%s", exc)
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]
     per_seed_time = (time.perf_counter() - start) / len(pending)
-    original = {"original_layer_params": layer_numel(model, layers),
-                "original_model_params": sum(p.numel() for p in model.parameters())}
     bs, workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
     for seed, out in zip(pending, outs, strict=True):
         cost: dict[str, Any] = {"budget": target.budget, "size_note": target.note,
                                 "layers": method.cfg.layers, **original}
-        record = ctx.record(seed, cell, per_seed_time, {**out.info, "weights": loaded.provenance},
-                            cost)
+        record = ctx.record(seed, cell, per_seed_time,
+                            {**prepared, **out.info, "weights": loaded.provenance,
+                             "dev_note": getattr(task, "dev_note", "")}, cost)
         if out.failed is not None or out.model is None:
             record.status, record.error = "failed", out.failed or "no model returned"
             ctx.write(record, tracker)
             continue
         compressed = out.model
         cost.update(network_cost(compressed, layers))
+        cost.update(model_size_and_flops(compressed, example, out.info))
         eval_start = time.perf_counter()
         compressed.to(ctx.device)
         record.metrics = {f"{split}_{name}": value for split in ("dev", "test")
@@ -308,6 +317,24 @@ def network_cost(model: nn.Module, layers: list[str]) -> dict[str, Any]:
     inside = {id(p) for n in layers for p in model.get_submodule(n).parameters()}
     rest = sum(p.numel() for p in model.parameters() if id(p) not in inside)
     return {"params": selected, "model_params": selected + rest}
+
+
+def model_size_and_flops(model: nn.Module, example: torch.Tensor,
+                         info: dict[str, Any]) -> dict[str, Any]:
+    """The stored size at the method's bit-widths, the saved file and fvcore's FLOPs/BOPs of a
+    compressed model (riembench.cost), under names that do not clash with the layer counts.
+
+    A model fvcore cannot trace (some detection heads) still gets its sizes; the FLOP failure
+    is recorded as ``flops_error`` rather than failing a finished seed.
+    """
+    bits = info.get("bits_by_param")
+    try:
+        full = model_cost(model, example, bits)
+    except Exception as exc:  # noqa: BLE001  (fvcore/jit raise many types)
+        full = model_cost(model, example, bits, flops=False)
+        full["flops_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    full["total_params"] = full.pop("params")
+    return full
 
 
 def _device_name(device: torch.device) -> str:

@@ -10,7 +10,8 @@ so that "equal size" means the same thing in every row of a table:
   biases, which every method keeps as they are.
 * ``dims``: explicit dimensions (d, d_mu, shifts, heads); checked, not solved.
 * ``mb``: a whole-model size in (decimal) megabytes at a bit-width (tables 2-4 state sizes
-  this way); everything the method does not compress is counted at the same bit-width.
+  this way); everything the method does not compress (biases, other layers, BatchNorm
+  statistics) is counted at the same bit-width.
 
 An impossible setting raises :class:`~riembench.errors.ImpossibleBudget` before any fitting.
 """
@@ -115,12 +116,16 @@ def network_target(size_cfg: Any, model: nn.Module, layers: list[str]) -> SizeTa
         dims = {k: v for k, v in vars(size_cfg).items() if k != "name" and v is not None}
         return SizeTarget(None, dims=dims, note=desc)
     elif size_cfg.name == "mb":
-        total = sum(p.numel() for p in model.parameters())
+        # everything stored but the compressed weights: biases, the uncompressed layers, and
+        # persistent buffers (BatchNorm statistics), as riembench.cost counts the stored size
+        total = sum(p.numel() for p in model.parameters()) + sum(
+            b.numel() for mod in model.modules() for name, b in mod._buffers.items()
+            if b is not None and name not in mod._non_persistent_buffers_set)
         numbers = int(size_cfg.mb * 1e6 * 8 / size_cfg.bits)
         budget = numbers - (total - weights)
         target = SizeTarget(budget, bits=int(size_cfg.bits),
                             note=f"{desc}: {numbers} numbers, {total - weights} outside the "
-                                 "compressed weights")
+                                 "compressed weights (buffers included)")
     else:
         raise RiembenchError(f"unknown size '{size_cfg.name}'; known: {', '.join(SIZES.names())}")
     if target.budget is not None and size_cfg.name != "mb" and target.budget >= weights:

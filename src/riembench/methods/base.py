@@ -142,6 +142,17 @@ class NetworkMethod(ABC):
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
 
+    def prepare(self, model: nn.Module, layers: list[str]) -> tuple[nn.Module, dict[str, Any]]:
+        """A data-free change of the pretrained model made *before* it is sized and compressed
+        (default: none), and what was done, for the record.
+
+        Why a step of its own: a size target must be solved on the model that is compressed.
+        RieM with pruning (table 3) prunes first, so its budget is what the pruned model has
+        left; solving it on the unpruned model would count the removed channels. Must not
+        modify ``model``, and must keep the names in ``layers``.
+        """
+        return model, {}
+
     @abstractmethod
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         """One compressed model per seed, in the order of ``job.seeds``.

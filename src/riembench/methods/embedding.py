@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch import nn
 
-from riembench.compact import EmbeddedLayer, materialize, tie_chain
-from riembench.errors import ImpossibleBudget
+from riembench.compact import EmbeddedLayer, materialize, quantize_embedded, tie_chain
+from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.fit import BatchedEmbedding, FitConfig, FitResult, fit, fit_parts
 from riembench.methods.base import (
     CompressedNet,
@@ -35,6 +36,7 @@ from riembench.network import (
     set_module,
     weight_matrix,
 )
+from riembench.quantize import StatsReport, input_stats, quantize_inputs
 
 
 @dataclass
@@ -48,6 +50,27 @@ class EmbeddingMethodConfig(MethodConfig):
     #: networks: "uniform" (one d for every layer, the largest that fits) or "proportional"
     #: (each layer's budget share follows its dense size); see EmbeddingMethod.allocate
     allocation: str = "uniform"
+    #: networks: bits of the stored embedding numbers after fitting (positions per feature
+    #: column, metric per tensor; compact.quantize_embedded); null keeps float32. The paper's
+    #: "8/16" is w_bits=8, a_bits=16
+    w_bits: int | None = None
+    #: networks: bits of the converted layers' inputs, on ranges from BatchNorm statistics
+    #: (data-free, as quant/dfq); null keeps activations in float
+    a_bits: int | None = None
+    #: activation range: BN mean +- act_k * std (as quant/dfq)
+    act_k: float = 6.0
+    #: networks: L1 filter pruning of this fraction of the prunable channels before the
+    #: conversion (table 3's RieM rows; methods/prune.py says which layers can lose channels)
+    prune_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        for bits in (self.w_bits, self.a_bits):
+            if bits is not None and not 2 <= bits <= 32:
+                raise RiembenchError(f"{self.name}: w_bits/a_bits must be in 2..32 or null, "
+                                     f"got {bits}")
+        if not 0 <= self.prune_ratio < 1:
+            raise RiembenchError(f"{self.name}: prune_ratio must be in [0, 1), got "
+                                 f"{self.prune_ratio}")
 
 
 class EmbeddingMethod(MatrixMethod, NetworkMethod):
@@ -208,6 +231,18 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
         return [self._seed_model(job, units, elements, per_layer, i, seed, failed.get(seed))
                 for i, seed in enumerate(seeds)]
 
+    def prepare(self, model: nn.Module, layers: list[str]) -> tuple[nn.Module, dict[str, Any]]:
+        """Structured pruning first when ``prune_ratio`` > 0 (table 3), else nothing."""
+        if self.cfg.prune_ratio <= 0:
+            return model, {}
+        from riembench.methods.prune import prune_structured_info
+
+        pruned, info = prune_structured_info(model, self.cfg.prune_ratio, layers)
+        if not info["pruned_channels"]:
+            raise RiembenchError(f"{self.cfg.name}: prune_ratio={self.cfg.prune_ratio} but none "
+                                 "of the selected layers can lose channels")
+        return pruned.eval(), {"pruned": info}
+
     def plan(self, job: NetworkJob) -> list[FitUnit]:
         """Group, size and batch the selected layers (no fitting): raises ImpossibleBudget."""
         model = job.model
@@ -271,7 +306,35 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
                 converted.append(layer)
             if unit.chain:
                 tie_chain(converted)
-        return CompressedNet(materialize(model.eval()), info)
+        materialize(model.eval())
+        info.update(self.quantize(model, job))
+        return CompressedNet(model, info)
+
+    def quantize(self, model: nn.Module, job: NetworkJob) -> dict[str, Any]:
+        """Post-training rounding of the converted model (``w_bits``, ``a_bits``), in place.
+
+        Input statistics come from ``job.model``: the converted layers are not Linear/Conv2d
+        to the tracer, but their inputs are the same tensors as in the model they came from.
+        """
+        c = self.cfg
+        info: dict[str, Any] = {}
+        if c.w_bits is not None and c.w_bits < 32:
+            targets = {n: weight_matrix(get_module(job.model, n)).float() for n in job.layers}
+            info["bits_by_param"] = quantize_embedded(model, c.w_bits, targets)
+            info["w_bits"] = c.w_bits
+        if c.a_bits is not None and c.a_bits < 32:
+            report = self._input_stats(job.model)
+            info.update(quantize_inputs(model, job.layers, c.a_bits, report, c.act_k))
+            info["a_bits"] = c.a_bits
+        return info
+
+    def _input_stats(self, model: nn.Module) -> StatsReport:
+        """One statistics pass per pretrained model, shared by all seeds."""
+        cached = getattr(self, "_stats_cache", None)
+        if cached is None or cached[0] is not model:
+            cached = (model, input_stats(model))
+            self._stats_cache = cached
+        return cached[1]
 
 
 @dataclass

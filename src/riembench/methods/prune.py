@@ -168,28 +168,85 @@ def prune_structured(model: nn.Module, ratio: float, layers: list[str],
 
 
 def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
-                          criterion: str = "l1") -> tuple[nn.Module, dict[str, Any]]:
-    """:func:`prune_structured`, plus what was pruned and why other layers were not."""
+                          criterion: str = "l1", merge_threshold: float | None = None
+                          ) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`prune_structured`, plus what was pruned and why other layers were not.
+
+    ``merge_threshold``: Neuron Merging (:func:`merge_into_kept`) instead of plain removal:
+    each removed channel is folded into its most similar kept channel when their cosine
+    similarity is at least this; ``None`` removes channels outright.
+    """
     if criterion not in CRITERIA:
         raise RiembenchError(f"prune criterion must be one of {', '.join(CRITERIA)}")
     pruned = copy.deepcopy(model)
     groups, skipped = prunable_groups(pruned, list(layers))
     channels: dict[str, list[int]] = {}
+    merged: dict[str, int] = {}
     for group in groups:
         producer = get_module(pruned, group.producer)
         total = producer.weight.shape[0]
         keep = n_kept(total, ratio)
         scores = _channel_scores(producer.weight, criterion)
         idx = torch.sort(torch.topk(scores, keep).indices).values
+        consumer = get_module(pruned, group.consumer)
+        if merge_threshold is not None:
+            norms = [get_module(pruned, n) for n in group.norms]
+            merged[group.producer] = merge_into_kept(producer, norms, consumer, idx,
+                                                     merge_threshold)
         set_module(pruned, group.producer, _slice_layer(producer, out_idx=idx))
         for norm in group.norms:
             set_module(pruned, norm, _slice_bn(get_module(pruned, norm), idx))
-        consumer = get_module(pruned, group.consumer)
         set_module(pruned, group.consumer, _slice_layer(consumer, in_idx=idx))
         channels[group.producer] = [total, keep]
-    info = {"pruned_channels": channels, "skipped": skipped, "ratio": ratio,
-            "criterion": criterion}
+    info: dict[str, Any] = {"pruned_channels": channels, "skipped": skipped, "ratio": ratio,
+                            "criterion": criterion}
+    if merge_threshold is not None:
+        info.update({"merged_channels": merged, "merge_threshold": merge_threshold})
     return pruned, info
+
+
+@torch.no_grad()
+def merge_into_kept(producer: nn.Module, norms: list[nn.Module], consumer: nn.Module,
+                    kept: torch.Tensor, threshold: float) -> int:
+    """Neuron Merging (Kim et al., NeurIPS 2020), data-free: compensate the consumer for the
+    channels about to be removed. Modifies ``consumer``'s weight in place; returns how many
+    removed channels were merged.
+
+    Channel j of the producer reaches the consumer as ``relu(a_j . [x, 1])``, where ``a_j`` is
+    its filter and bias with the BatchNorm(s) on the way folded in. When ``a_j = s a_k`` with
+    ``s > 0``, ``relu(a_j . x) = s relu(a_k . x)`` (positive homogeneity), so the consumer loses
+    nothing by reading ``s`` times channel k in place of j: its input weights of k grow by
+    ``s`` times those of j. For a removed j the kept k with the highest cosine similarity of
+    ``a`` is chosen; the merge is made when that similarity is at least ``threshold``, with
+    ``s = |a_j| / |a_k|`` (the paper's scale). Per-channel ops other than ReLU and BN on the
+    way (pooling, dropout) commute with a positive scale as well.
+    """
+    w = producer.weight.detach().reshape(producer.weight.shape[0], -1).double()
+    b = (producer.bias.detach().double() if producer.bias is not None
+         else torch.zeros(w.shape[0], dtype=torch.float64))
+    for bn in norms:  # eval-mode BN: y = g (x - mu) / sqrt(var + eps) + beta
+        g = bn.weight.double() if bn.affine else torch.ones_like(b)
+        beta = bn.bias.double() if bn.affine else torch.zeros_like(b)
+        a = g / torch.sqrt(bn.running_var.double() + bn.eps)
+        w, b = w * a[:, None], a * (b - bn.running_mean.double()) + beta
+    affine = torch.cat([w, b[:, None]], dim=1)
+    norm = affine.norm(dim=1).clamp_min(1e-12)
+    unit = affine / norm[:, None]
+    removed = torch.ones(w.shape[0], dtype=torch.bool)
+    removed[kept] = False
+    sim = unit[removed] @ unit[kept].T  # (removed, kept)
+    best_sim, best = sim.max(dim=1)
+    weight = consumer.weight  # (out, in, ...): input channel on dim 1
+    n_merged = 0
+    for j, k, s_jk in zip(torch.nonzero(removed).flatten().tolist(), best.tolist(),
+                          best_sim.tolist(), strict=True):
+        if s_jk < threshold or s_jk <= 0:
+            continue
+        k_full = int(kept[k])
+        scale = float(norm[j] / norm[k_full])
+        weight[:, k_full] += scale * weight[:, j]
+        n_merged += 1
+    return n_merged
 
 
 def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None = None,

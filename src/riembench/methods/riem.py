@@ -48,6 +48,7 @@ class RiemConfig(EmbeddingMethodConfig):
     init: str = "svd"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.activation not in ACTIVATIONS:
             raise RiembenchError(f"unknown riem activation '{self.activation}'; known: {', '.join(ACTIVATIONS)}")
         if self.combine not in ("sum", "difference"):

@@ -12,6 +12,11 @@ AP) and averages one test metric. The others must come from the *same* selected 
 from all seeds of the cell, so the spec collects each cell's record keys and metric values
 (in the same row order) and :func:`join_paper` averages the selected keys' values.
 
+Sizes: ``size`` / ``size_mb`` are the *setting* (the target a run was given); ``stored_mb`` is
+what :mod:`riembench.cost` measured on the compressed model (``cost.stored_mb``: every stored
+tensor at its bit-width, frozen BatchNorm buffers included), so a reader sees both the target
+and what was actually stored. Records written before the runner recorded it show "--".
+
 A paper row is matched only at the same setting: the original with the original, quant with
 the paper's 8-bit quant row (same weight bits), svd/riem with the paper's row of the same size
 in MB (within 0.05). Rows at other sizes (or sized by ratio, as in the tests) get no paper
@@ -38,8 +43,9 @@ METHOD_ORDER = ["original", "t-detr", "quant", "svd", "riem"]
 KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
 SIZE_TOL_MB = 0.05
 K = 3
-COLUMNS = (KEYS + ["paper_only", "size_mb", "size_bits", "w_bits", "params", "model_params", "n_seeds",
-                   "n_selected", "n_failed", "selected_seeds", "paper_size_mb", "paper_w_bits"]
+COLUMNS = (KEYS + ["paper_only", "size_mb", "size_bits", "w_bits", "stored_mb", "params",
+                   "model_params", "n_seeds", "n_selected", "n_failed", "selected_seeds",
+                   "paper_size_mb", "paper_w_bits"]
            + [f"ours_{m}" for m in METRICS] + ["ours_std_AP"]
            + [f"ours_delta_{m}" for m in METRICS] + [f"paper_{m}" for m in METRICS]
            + [f"paper_delta_{m}" for m in METRICS] + ["record_keys", "git_revs"])
@@ -49,6 +55,7 @@ COLUMNS = (KEYS + ["paper_only", "size_mb", "size_bits", "w_bits", "params", "mo
 EXTRAS: dict[str, tuple[str, Any]] = {
     "params": ("cost.params", "max"),
     "model_params": ("cost.model_params", "max"),
+    "stored_mb": ("cost.stored_mb", "max"),
     "size_mb": ("config.size.mb", "first"),
     "size_bits": ("config.size.bits", "first"),
     "w_bits": ("config.method.w_bits", "first"),
@@ -111,9 +118,9 @@ def paper_only_rows(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
             row: dict[str, Any] = {"backbone": backbone, "dataset": dataset, "method": p.method,
                                    "variant": "", "paper_method": p.method, "size": "",
                                    "paper_only": True, "paper_size_mb": p.size_mb,
-                                   "paper_w_bits": p.w_bits, "n_seeds": 0, "n_selected": 0,
-                                   "n_failed": 0, "selected_seeds": "", "record_keys": "",
-                                   "git_revs": ""}
+                                   "paper_w_bits": p.w_bits, "stored_mb": math.nan,
+                                   "n_seeds": 0, "n_selected": 0, "n_failed": 0,
+                                   "selected_seeds": "", "record_keys": "", "git_revs": ""}
             for m in METRICS:
                 row[f"paper_{m}"] = getattr(p, f"abs_{m}")
                 row[f"paper_delta_{m}"] = getattr(p, f"delta_{m}")
@@ -127,7 +134,7 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
         if col not in df:
             df[col] = pd.NA
     df["variant"] = df["variant"].fillna("").astype(str)
-    for col in ("params", "model_params", "size_mb", "size_bits", "w_bits"):
+    for col in ("params", "model_params", "stored_mb", "size_mb", "size_bits", "w_bits"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # a method without a size target (original, quant) still carries the experiment's size
     # config in its record; it is not that row's size
@@ -166,6 +173,11 @@ def _num(x: Any, signed: bool = False, digits: int = 1) -> str:
     if _nan(x):
         return "--"
     return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
+
+
+def _mb(x: Any) -> str:
+    """A measured size in MB: 4 significant digits (166.5, 33.38, 0.1005)."""
+    return "--" if _nan(x) else f"{float(x):.4g}"
 
 
 def _size(row: Any) -> str:
@@ -215,18 +227,22 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
          f"over the best {K} seeds by dev AP (one seed for deterministic methods). Δ: minus our "
          "original DETR; the paper's rows other than the original are published as Δ against "
          "its original (40.1 AP). Size: the size setting (decimal MB with every stored number "
-         "at the bit-width shown); params: stored numbers of the compressed layers. "
+         "at the bit-width shown); stored MB: what the compressed model stores, measured "
+         "(riembench.cost: every tensor at its bit-width, BatchNorm buffers included); "
+         "params: stored numbers of the compressed layers. "
          "*: failed seeds or fewer than 3 usable seeds (see table4.csv)."),
         "",
-        "| backbone | method | size (ours / paper) | params | " + " | ".join(METRICS) + " |",
-        "|:--|:--|:--|--:|" + "--:|" * len(METRICS),
+        "| backbone | method | size (ours / paper) | stored MB | params | " + " | ".join(METRICS)
+        + " |",
+        "|:--|:--|:--|--:|--:|" + "--:|" * len(METRICS),
     ]
     for row in df.itertuples():
         paper_size = ("--" if _nan(row.paper_size_mb)
                       else f"{row.paper_size_mb:g} MB @{int(row.paper_w_bits)}b")
         params = "--" if _nan(row.params) else f"{int(row.params):,}"
         lines.append(f"| {row.backbone} | {label(row.paper_method, row.variant)}{_flag(row)} "
-                     f"| {_size(row)} / {paper_size} | {params} | " + " | ".join(_cells(row))
+                     f"| {_size(row)} / {paper_size} | {_mb(row.stored_mb)} | {params} | "
+                     + " | ".join(_cells(row))
                      + " |")
     path = out / "table4.md"
     path.write_text("\n".join(lines) + "\n")
@@ -240,9 +256,9 @@ def write_tex(df: pd.DataFrame, out: Path) -> Path:
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
-        r"\begin{tabular}{ll" + "r" * len(METRICS) + "}",
+        r"\begin{tabular}{llr" + "r" * len(METRICS) + "}",
         r"\toprule",
-        r"Method & Size & AP & AP$_{50}$ & AP$_{75}$ & AP$_S$ & AP$_M$ & AP$_L$ \\",
+        r"Method & Size & MB & AP & AP$_{50}$ & AP$_{75}$ & AP$_S$ & AP$_M$ & AP$_L$ \\",
     ]
     previous = None
     for row in df.itertuples():
@@ -252,12 +268,13 @@ def write_tex(df: pd.DataFrame, out: Path) -> Path:
             previous = block
         cells = [c.replace("/", r"\,/\,") for c in _cells(row)]
         lines.append(" & ".join([tex_escape(label(row.paper_method, row.variant)) + _flag(row),
-                                 tex_escape(_size(row)), *cells]) + r" \\")
+                                 tex_escape(_size(row)), _mb(row.stored_mb), *cells]) + r" \\")
     lines += [
         r"\bottomrule",
         r"\end{tabular}",
         (rf"\caption{{Table 4: DETR-R50 on COCO val2017 (AP \%). Each cell: ours (our $\Delta$ "
-         r"vs.\ our original) / the paper's $\Delta$; original row: ours / paper. Ours: COCOeval "
+         r"vs.\ our original) / the paper's $\Delta$; original row: ours / paper. Size: the size "
+         r"setting; MB: the size measured on the model as stored. Ours: COCOeval "
          rf"on the test split (val2017 minus the dev images), best {K} seeds by dev AP. "
          r"*: failed or fewer than 3 usable seeds.}"),
         r"\label{tab:table4}",

@@ -1,0 +1,344 @@
+"""Tables 2 and 3: ImageNet-1k top-1 of compressed ResNets / DenseNet (higher is better).
+
+Table 2 compares data-free methods at equal size (decimal MB at the stored bit-width, and the
+W/A bits); table 3 adds structured pruning (prune ratio 10% / 30%, RieM at 6 bits after
+pruning) and the compressed model's GFLOPs. Both go through one join and one set of renderers,
+which differ only in the columns a table shows (:class:`ImageNetTable`).
+
+Each row is one (backbone, dataset, method, size) cell: our top-1 on the test split (mean over
+the best 3 seeds by dev top-1; one seed for deterministic methods) with the *measured* cost of
+the compressed model (``stored_mb``: every stored number at its own bit-width, from
+``riembench.cost``; ``gflops``: fvcore's multiply-adds) beside the paper's row at the same
+setting. A paper row is matched only at the same setting, never the nearest one:
+
+* the original with the original;
+* a sized method (riem, lpnorm, svd: ``size=mb``) with the paper's row of the same method whose
+  size is within 0.05 MB of our size setting (and, in table 3, the same prune ratio);
+* an unsized quantizer (dfq, quant) with the paper's row of the same method at the same weight
+  and activation bits.
+
+The paper's baselines that we do not run (UDFC, SQuant, GDFQ, DSG, DDAQ, OMSE, Neuron Merge)
+are shown from its CSV as ``paper only`` rows, with whether they need data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from riembench.report.fmt import label, tex_escape
+from riembench.report.paper import load_paper_table
+from riembench.report.tables import Renderer, TableSpec, register
+
+KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
+K = 3
+SIZE_TOL_MB = 0.05
+#: our method name -> the paper's row name (Lp-norm rows are "lpnorm-p2" etc. in table 1)
+PAPER_METHOD = {"lpnorm-p1": "lpnorm", "lpnorm-p2": "lpnorm", "lpnorm-p3": "lpnorm"}
+UNSIZED_QUANT = ("dfq", "quant")
+#: methods whose own ``ratio`` is a prune ratio
+PRUNERS = ("prune", "neuron_merge")
+METHOD_ORDER = ["original", "quant", "dfq", "omse", "gdfq", "squant", "ddaq", "dsg", "udfc",
+                "neuron_merge", "prune", "svd", "lpnorm", "riem"]
+
+#: per-cell aggregates beside the seed rule (all equal within a cell but the measured ones,
+#: where ``max`` reports the largest: a size claim should not understate)
+EXTRAS: dict[str, tuple[str, Any]] = {
+    "params": ("cost.params", "max"),
+    "total_params": ("cost.total_params", "max"),
+    "stored_mb": ("cost.stored_mb", "max"),
+    "file_mb": ("cost.file_mb", "max"),
+    "gflops": ("cost.gflops", "max"),
+    "size_mb": ("config.size.mb", "first"),
+    "size_bits": ("config.size.bits", "first"),
+    "w_bits": ("config.method.w_bits", "first"),
+    "a_bits": ("config.method.a_bits", "first"),
+    "prune_ratio": ("config.method.prune_ratio", "first"),
+    "ratio": ("config.method.ratio", "first"),
+    "mode": ("config.method.mode", "first"),
+}
+
+
+@dataclass(frozen=True)
+class ImageNetTable:
+    """What differs between table 2 and table 3."""
+
+    name: str
+    title: str
+    #: the paper's prune ratio is part of a row's setting (table 3)
+    pruning: bool
+    #: extra columns of the markdown/LaTeX rows: (header, formatter of a row)
+    columns: tuple[tuple[str, Callable[[Any], str]], ...]
+
+
+def _nan(x: Any) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+def _num(x: Any, digits: int = 2, signed: bool = False) -> str:
+    if _nan(x):
+        return "--"
+    return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
+
+
+def _bits(w: Any, a: Any) -> str:
+    """'8/16' as the paper writes W/A bits; 32 where a side is float."""
+    w_txt = "32" if _nan(w) else str(int(w))
+    a_txt = "32" if _nan(a) else str(int(a))
+    return f"{w_txt}/{a_txt}"
+
+
+def our_prune_ratio(row: Any) -> float:
+    """The fraction of channels a row's model lost: RieM's ``prune_ratio``, or the prune
+    baseline's own ``ratio`` (structured mode only: unstructured keeps every channel)."""
+    if row.paper_method in PRUNERS:
+        return float(row.ratio) if not _nan(row.ratio) and row.mode == "structured" else math.nan
+    return float(row.prune_ratio) if not _nan(row.prune_ratio) else 0.0
+
+
+def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | None:
+    """The paper's row at our row's setting (module docstring), or None."""
+    method = PAPER_METHOD.get(row.paper_method, row.paper_method)
+    cand = paper[(paper["backbone"] == row.backbone) & (paper["method"] == method)]
+    if cand.empty:
+        return None
+    if method == "original":
+        return cand.iloc[0]
+    if pruning:
+        ratio = our_prune_ratio(row)
+        cand = cand[(cand["prune_ratio"] - ratio).abs() < 1e-9] if not _nan(ratio) else cand.iloc[0:0]
+    if method in UNSIZED_QUANT:
+        same = (cand["w_bits"] == row.w_bits)
+        if "a_bits" in cand:
+            same &= cand["a_bits"] == (32 if _nan(row.a_bits) else row.a_bits)
+        cand = cand[same] if not _nan(row.w_bits) else cand.iloc[0:0]
+    else:
+        if _nan(row.size_mb):
+            return None
+        cand = cand[(cand["size_mb"] - float(row.size_mb)).abs() <= SIZE_TOL_MB]
+    return cand.iloc[0] if len(cand) == 1 else None
+
+
+def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
+    """Our selected cells beside the paper's rows, plus the paper-only baselines."""
+    paper = load_paper_table(table.name)
+    df = selected.rename(columns={"mean": "ours_mean", "std": "ours_std"}).copy()
+    for col in EXTRAS:
+        if col not in df:
+            df[col] = pd.NA
+    df["variant"] = df["variant"].fillna("").astype(str)
+    for col in ("params", "total_params", "stored_mb", "file_mb", "gflops", "size_mb",
+                "size_bits", "w_bits", "a_bits", "prune_ratio", "ratio"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    # an unsized method (original, quant, dfq, prune) still carries the experiment's size
+    # config in its record; it is not that row's size
+    unsized = df["size"].fillna("").astype(str) == ""
+    df.loc[unsized, ["size_mb", "size_bits"]] = math.nan
+    df["our_prune_ratio"] = [our_prune_ratio(r) for r in df.itertuples()]
+    matched = [match_paper(r, paper, table.pruning) for r in df.itertuples()]
+    for col in ("size_mb", "w_bits", "a_bits", "top1", "gflops", "citation", "data_free"):
+        df[f"paper_{col}"] = [p[col] if p is not None and col in p else math.nan for p in matched]
+    df["paper_only"] = False
+    df["ours_minus_paper"] = df["ours_mean"] - df["paper_top1"]
+    df["same_data"] = df["dataset"] == "imagenet"
+    originals = {(r.backbone, r.dataset): r.ours_mean
+                 for r in df[df["paper_method"] == "original"].itertuples()}
+    paper_orig = {r.backbone: r.top1 for r in paper[paper["method"] == "original"].itertuples()}
+    df["ours_delta_vs_original"] = [
+        r.ours_mean - originals.get((r.backbone, r.dataset), math.nan)
+        if r.paper_method != "original" else math.nan for r in df.itertuples()]
+    df["paper_delta_vs_original"] = [
+        r.paper_top1 - paper_orig.get(r.backbone, math.nan)
+        if r.paper_method != "original" else math.nan for r in df.itertuples()]
+    df = pd.concat([df, _paper_only(df, paper)], ignore_index=True)
+    df["_order"] = df["paper_method"].map(
+        lambda m: METHOD_ORDER.index(PAPER_METHOD.get(m, m))
+        if PAPER_METHOD.get(m, m) in METHOD_ORDER else len(METHOD_ORDER))
+    df["_ratio"] = df["our_prune_ratio"].fillna(0.0)
+    df["_size"] = -df["size_mb"].fillna(df["paper_size_mb"]).fillna(math.inf)
+    df = df.sort_values(["backbone", "dataset", "_ratio", "_order", "_size", "size"],
+                        kind="mergesort")
+    return df.drop(columns=["_order", "_ratio", "_size"]).reset_index(drop=True)
+
+
+def _paper_only(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """The paper's rows of the methods we do not run, for each (backbone, dataset) we ran."""
+    ours = {PAPER_METHOD.get(m, m) for m in df["paper_method"]} | {"original"}
+    rows = []
+    for backbone, dataset in df[["backbone", "dataset"]].drop_duplicates().itertuples(index=False):
+        for p in paper[(paper["backbone"] == backbone) & ~paper["method"].isin(ours)].itertuples():
+            rows.append({"backbone": backbone, "dataset": dataset, "method": p.method,
+                         "variant": "", "paper_method": p.method, "size": "", "paper_only": True,
+                         "our_prune_ratio": getattr(p, "prune_ratio", 0.0),
+                         "paper_size_mb": p.size_mb, "paper_w_bits": p.w_bits,
+                         "paper_a_bits": getattr(p, "a_bits", math.nan), "paper_top1": p.top1,
+                         "paper_gflops": getattr(p, "gflops", math.nan),
+                         "paper_citation": p.citation,
+                         "paper_data_free": getattr(p, "data_free", math.nan),
+                         "n_seeds": 0, "n_selected": 0, "n_failed": 0, "selected_seeds": "",
+                         "record_keys": "", "git_revs": ""})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------- renderers
+
+def _ours(row: Any, pm: str) -> str:
+    if row.paper_only:
+        return "--"
+    text = _num(row.ours_mean)
+    if not _nan(row.ours_std):
+        text += f" {pm} {row.ours_std:.2f}"
+    if row.n_failed > 0 or (not _deterministic(row.method) and row.n_selected < K):
+        text += "*"
+    return text
+
+
+def _deterministic(method: str) -> bool:
+    """A method whose seeds all give the same model needs one seed, not three."""
+    from riembench.methods import METHODS
+
+    return method in METHODS and bool(getattr(METHODS.get(method), "deterministic", False))
+
+
+def _method(row: Any) -> str:
+    name = label(row.paper_method, row.variant)
+    if row.paper_only:
+        cite = "" if _nan(row.paper_citation) else f", {row.paper_citation}"
+        needs = " needs data" if row.paper_data_free == 0 else ""
+        return f"{name} (paper only{needs}{cite})"
+    return name
+
+
+def _our_size(row: Any) -> str:
+    if row.paper_only:
+        return "--"
+    return _num(row.stored_mb)
+
+
+def _our_bits(row: Any) -> str:
+    if row.paper_only or row.paper_method == "original":
+        return "--" if row.paper_only else "32/32"
+    if row.paper_method == "svd" or row.paper_method in PRUNERS:
+        return "32/32"
+    return _bits(row.w_bits, row.a_bits)
+
+
+def _paper_bits(row: Any) -> str:
+    if _nan(row.paper_w_bits):
+        return "--"
+    return _bits(row.paper_w_bits, row.paper_a_bits) if not _nan(row.paper_a_bits) \
+        else str(int(row.paper_w_bits))
+
+
+def _ratio(row: Any) -> str:
+    return "--" if _nan(row.our_prune_ratio) else f"{float(row.our_prune_ratio):.0%}"
+
+
+TABLE2_COLUMNS = (("W/A bits (ours / paper)", lambda r: f"{_our_bits(r)} / {_paper_bits(r)}"),)
+TABLE3_COLUMNS = (("prune", _ratio),
+                  ("W/A bits (ours / paper W)", lambda r: f"{_our_bits(r)} / {_paper_bits(r)}"),
+                  ("GFLOPs (ours / paper)",
+                   lambda r: f"{_num(r.gflops)} / {_num(r.paper_gflops)}"))
+
+
+def _rows(df: pd.DataFrame, table: ImageNetTable, pm: str) -> list[list[str]]:
+    out = []
+    for row in df.itertuples():
+        out.append([row.backbone, row.dataset, _method(row),
+                    *[fmt(row) for _, fmt in table.columns],
+                    f"{_our_size(row)} / {_num(row.paper_size_mb)}", _ours(row, pm),
+                    _num(row.paper_top1), _num(row.ours_delta_vs_original, signed=True),
+                    _num(row.paper_delta_vs_original, signed=True)])
+    return out
+
+
+def _headers(table: ImageNetTable) -> list[str]:
+    return ["backbone", "data", "method", *[h for h, _ in table.columns],
+            "MB (ours / paper)", "top-1 ours", "top-1 paper", "Δ ours", "Δ paper"]
+
+
+NOTE = ("Ours: top-1 on the test split, mean ± std over the best {k} seeds by dev top-1 (one "
+        "seed for deterministic methods). MB (ours): the stored size we measured, every stored "
+        "number at its own bit-width (riembench.cost `stored_mb`, decimal MB); MB (paper): the "
+        "paper's figure at the matched setting. Δ: minus the original of the same table. A row "
+        "on data other than ImageNet-1k (a test fixture) compares different tasks: read the Δ "
+        "columns. *: failed seeds or fewer than {k} usable seeds (see {name}.csv).")
+
+
+def renderers(table: ImageNetTable) -> tuple[Renderer, ...]:
+    """CSV (every column), markdown and booktabs LaTeX for ``table``."""
+
+    def write_csv(df: pd.DataFrame, out: Path) -> Path:
+        path = out / f"{table.name}.csv"
+        df.to_csv(path, index=False, float_format="%.6g")
+        return path
+
+    def write_md(df: pd.DataFrame, out: Path) -> Path:
+        headers = _headers(table)
+        lines = [(f"<!-- generated by `python -m riembench.report {table.name}` from run "
+                  "records; do not edit -->"), f"# {table.title}", "",
+                 NOTE.format(k=K, name=table.name), "",
+                 "| " + " | ".join(headers) + " |",
+                 "|:--|:--|:--|" + "--:|" * (len(headers) - 3)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in _rows(df, table, "±")]
+        path = out / f"{table.name}.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def write_tex(df: pd.DataFrame, out: Path) -> Path:
+        headers = _headers(table)
+        lines = [(f"% generated by `python -m riembench.report {table.name}` from run records; "
+                  "do not edit"), "% needs \\usepackage{booktabs}", r"\begin{table}[t]",
+                 r"\centering", r"\small", r"\begin{tabular}{lll" + "r" * (len(headers) - 3) + "}",
+                 r"\toprule", " & ".join(tex_escape(h).replace("Δ", r"$\Delta$") for h in headers)
+                 + r" \\"]
+        previous = None
+        for row, cells in zip(df.itertuples(), _rows(df, table, r"$\pm$"), strict=True):
+            if (row.backbone, row.dataset) != previous:
+                lines.append(r"\midrule")
+                previous = (row.backbone, row.dataset)
+            escaped = [tex_escape(c) if i < 3 else c.replace("%", r"\%")
+                       for i, c in enumerate(cells)]
+            lines.append(" & ".join(escaped) + r" \\")
+        caption = (tex_escape(NOTE.format(k=K, name=table.name)).replace("±", r"$\pm$")
+                   .replace("Δ", r"$\Delta$"))
+        lines += [r"\bottomrule", r"\end{tabular}",
+                  rf"\caption{{{tex_escape(table.title)}. {caption}}}",
+                  rf"\label{{tab:{table.name}}}", r"\end{table}"]
+        path = out / f"{table.name}.tex"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    return (write_csv, write_tex, write_md)
+
+
+def register_table(table: ImageNetTable, run_hint: str) -> TableSpec:
+    return register(TableSpec(
+        name=table.name,
+        record_table=table.name,
+        group_cols=tuple(f"cell.{k}" for k in KEYS),
+        dev_col="metrics.dev_acc",
+        test_col="metrics.test_acc",
+        lower_is_better=False,
+        k=K,
+        join_paper=lambda selected: join(selected, table),
+        renderers=renderers(table),
+        extras=EXTRAS,
+        run_hint=run_hint,
+        description=table.title,
+    ))
+
+
+TABLE2 = register_table(
+    ImageNetTable("table2", "Table 2: data-free compression on ImageNet-1k at equal size, top-1 %",
+                  pruning=False, columns=TABLE2_COLUMNS),
+    run_hint="run `make table2` first (needs ImageNet val and torchvision weights)")
+TABLE3 = register_table(
+    ImageNetTable("table3", "Table 3: structured pruning on ImageNet-1k, top-1 %",
+                  pruning=True, columns=TABLE3_COLUMNS),
+    run_hint="run `make table3` first (needs ImageNet val and torchvision weights)")
