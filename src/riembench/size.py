@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from riembench.cost import stored_tensors
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import SizeTarget
 from riembench.network import bias_count, dense_weight_count
@@ -118,9 +119,7 @@ def network_target(size_cfg: Any, model: nn.Module, layers: list[str]) -> SizeTa
     elif size_cfg.name == "mb":
         # everything stored but the compressed weights: biases, the uncompressed layers, and
         # persistent buffers (BatchNorm statistics), as riembench.cost counts the stored size
-        total = sum(p.numel() for p in model.parameters()) + sum(
-            b.numel() for mod in model.modules() for name, b in mod._buffers.items()
-            if b is not None and name not in mod._non_persistent_buffers_set)
+        total = stored_tensors(model)[1]
         numbers = int(size_cfg.mb * 1e6 * 8 / size_cfg.bits)
         budget = numbers - (total - weights)
         target = SizeTarget(budget, bits=int(size_cfg.bits),

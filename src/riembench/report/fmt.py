@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+import pandas as pd
+
+
+def missing(x: Any) -> bool:
+    """A cell with no number (None, pandas' NA, NaN): rendered as "--", never as 0."""
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
 
 def label(method: str, variant: str) -> str:
     """Row label: ``riem (fast)`` for a variant, so a shortened fit is never read as the full one."""

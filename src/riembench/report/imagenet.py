@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.report.fmt import label, tex_escape
+from riembench.report.fmt import label, missing, tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import Renderer, TableSpec, register
 
@@ -76,20 +76,16 @@ class ImageNetTable:
     columns: tuple[tuple[str, Callable[[Any], str]], ...]
 
 
-def _nan(x: Any) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
-
-
 def _num(x: Any, digits: int = 2, signed: bool = False) -> str:
-    if _nan(x):
+    if missing(x):
         return "--"
     return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
 
 
 def _bits(w: Any, a: Any) -> str:
     """'8/16' as the paper writes W/A bits; 32 where a side is float."""
-    w_txt = "32" if _nan(w) else str(int(w))
-    a_txt = "32" if _nan(a) else str(int(a))
+    w_txt = "32" if missing(w) else str(int(w))
+    a_txt = "32" if missing(a) else str(int(a))
     return f"{w_txt}/{a_txt}"
 
 
@@ -97,8 +93,8 @@ def our_prune_ratio(row: Any) -> float:
     """The fraction of channels a row's model lost: RieM's ``prune_ratio``, or the prune
     baseline's own ``ratio`` (structured mode only: unstructured keeps every channel)."""
     if row.paper_method in PRUNERS:
-        return float(row.ratio) if not _nan(row.ratio) and row.mode == "structured" else math.nan
-    return float(row.prune_ratio) if not _nan(row.prune_ratio) else 0.0
+        return float(row.ratio) if not missing(row.ratio) and row.mode == "structured" else math.nan
+    return float(row.prune_ratio) if not missing(row.prune_ratio) else 0.0
 
 
 def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | None:
@@ -111,14 +107,14 @@ def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | Non
         return cand.iloc[0]
     if pruning:
         ratio = our_prune_ratio(row)
-        cand = cand[(cand["prune_ratio"] - ratio).abs() < 1e-9] if not _nan(ratio) else cand.iloc[0:0]
+        cand = cand[(cand["prune_ratio"] - ratio).abs() < 1e-9] if not missing(ratio) else cand.iloc[0:0]
     if method in UNSIZED_QUANT:
         same = (cand["w_bits"] == row.w_bits)
         if "a_bits" in cand:
-            same &= cand["a_bits"] == (32 if _nan(row.a_bits) else row.a_bits)
-        cand = cand[same] if not _nan(row.w_bits) else cand.iloc[0:0]
+            same &= cand["a_bits"] == (32 if missing(row.a_bits) else row.a_bits)
+        cand = cand[same] if not missing(row.w_bits) else cand.iloc[0:0]
     else:
-        if _nan(row.size_mb):
+        if missing(row.size_mb):
             return None
         cand = cand[(cand["size_mb"] - float(row.size_mb)).abs() <= SIZE_TOL_MB]
     return cand.iloc[0] if len(cand) == 1 else None
@@ -191,7 +187,7 @@ def _ours(row: Any, pm: str) -> str:
     if row.paper_only:
         return "--"
     text = _num(row.ours_mean)
-    if not _nan(row.ours_std):
+    if not missing(row.ours_std):
         text += f" {pm} {row.ours_std:.2f}"
     if row.n_failed > 0 or (not _deterministic(row.method) and row.n_selected < K):
         text += "*"
@@ -208,7 +204,7 @@ def _deterministic(method: str) -> bool:
 def _method(row: Any) -> str:
     name = label(row.paper_method, row.variant)
     if row.paper_only:
-        cite = "" if _nan(row.paper_citation) else f", {row.paper_citation}"
+        cite = "" if missing(row.paper_citation) else f", {row.paper_citation}"
         needs = " needs data" if row.paper_data_free == 0 else ""
         return f"{name} (paper only{needs}{cite})"
     return name
@@ -229,14 +225,14 @@ def _our_bits(row: Any) -> str:
 
 
 def _paper_bits(row: Any) -> str:
-    if _nan(row.paper_w_bits):
+    if missing(row.paper_w_bits):
         return "--"
-    return _bits(row.paper_w_bits, row.paper_a_bits) if not _nan(row.paper_a_bits) \
+    return _bits(row.paper_w_bits, row.paper_a_bits) if not missing(row.paper_a_bits) \
         else str(int(row.paper_w_bits))
 
 
 def _ratio(row: Any) -> str:
-    return "--" if _nan(row.our_prune_ratio) else f"{float(row.our_prune_ratio):.0%}"
+    return "--" if missing(row.our_prune_ratio) else f"{float(row.our_prune_ratio):.0%}"
 
 
 TABLE2_COLUMNS = (("W/A bits (ours / paper)", lambda r: f"{_our_bits(r)} / {_paper_bits(r)}"),)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from riembench.report.fmt import label, tex_escape
+from riembench.report.fmt import label, missing, tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
 
@@ -51,7 +51,7 @@ def parse_count(text: object) -> float:
 
 def count_text(x: object) -> str:
     """59134 -> '59.1K', as the paper prints counts."""
-    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+    if missing(x):
         return "--"
     x = float(x)
     return f"{x / 1e6:.2f}M" if x >= 1e6 else f"{x / 1e3:.1f}K"
@@ -102,7 +102,7 @@ def _original(df: pd.DataFrame, col: str) -> dict[tuple[str, str], float]:
 # ---------------------------------------------------------------------------------- renderers
 
 def _pct(x: object, signed: bool = False) -> str:
-    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+    if missing(x):
         return "--"
     return f"{float(x):+.2f}" if signed else f"{float(x):.2f}"
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.report.fmt import label, tex_escape
+from riembench.report.fmt import label, missing, tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
 
@@ -62,10 +62,6 @@ EXTRAS: dict[str, tuple[str, Any]] = {
     "_keys": ("key", list),
     **{f"_test_{m}": (f"metrics.test_{m}", list) for m in METRICS[1:]},
 }
-
-
-def _nan(x: Any) -> bool:
-    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
 
 
 def selected_mean(keys: Any, values: Any, selected: str) -> float:
@@ -101,9 +97,9 @@ def match_paper(row: Any, paper: pd.DataFrame) -> pd.Series | None:
     if row.paper_method == "original":
         return cand.iloc[0]
     if row.paper_method == "quant":
-        cand = cand[cand["w_bits"] == row.w_bits] if not _nan(row.w_bits) else cand.iloc[0:0]
+        cand = cand[cand["w_bits"] == row.w_bits] if not missing(row.w_bits) else cand.iloc[0:0]
         return cand.iloc[0] if len(cand) == 1 else None
-    if _nan(row.size_mb):
+    if missing(row.size_mb):
         return None
     close = cand[(cand["size_mb"] - float(row.size_mb)).abs() <= SIZE_TOL_MB]
     return close.iloc[0] if len(close) else None
@@ -170,23 +166,23 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------- renderers
 
 def _num(x: Any, signed: bool = False, digits: int = 1) -> str:
-    if _nan(x):
+    if missing(x):
         return "--"
     return f"{float(x):+.{digits}f}" if signed else f"{float(x):.{digits}f}"
 
 
 def _mb(x: Any) -> str:
     """A measured size in MB: 4 significant digits (166.5, 33.38, 0.1005)."""
-    return "--" if _nan(x) else f"{float(x):.4g}"
+    return "--" if missing(x) else f"{float(x):.4g}"
 
 
 def _size(row: Any) -> str:
     if row.paper_only:
         return "--"
-    if not _nan(row.size_mb):
-        bits = "" if _nan(row.size_bits) else f" @{int(row.size_bits)}b"
+    if not missing(row.size_mb):
+        bits = "" if missing(row.size_bits) else f" @{int(row.size_bits)}b"
         return f"{float(row.size_mb):g} MB{bits}"
-    if row.paper_method == "quant" and not _nan(row.w_bits):
+    if row.paper_method == "quant" and not missing(row.w_bits):
         return f"W{int(row.w_bits)}"
     return row.size or "fp32"
 
@@ -237,9 +233,9 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
         "|:--|:--|:--|--:|--:|" + "--:|" * len(METRICS),
     ]
     for row in df.itertuples():
-        paper_size = ("--" if _nan(row.paper_size_mb)
+        paper_size = ("--" if missing(row.paper_size_mb)
                       else f"{row.paper_size_mb:g} MB @{int(row.paper_w_bits)}b")
-        params = "--" if _nan(row.params) else f"{int(row.params):,}"
+        params = "--" if missing(row.params) else f"{int(row.params):,}"
         lines.append(f"| {row.backbone} | {label(row.paper_method, row.variant)}{_flag(row)} "
                      f"| {_size(row)} / {paper_size} | {_mb(row.stored_mb)} | {params} | "
                      + " | ".join(_cells(row))

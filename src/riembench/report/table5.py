@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from riembench.report.fmt import label
+from riembench.report.fmt import label, missing
 from riembench.report.fmt import tex_escape as _tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
@@ -65,7 +65,7 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
 
 def sci(x: object) -> str:
     """Scientific notation as the paper prints it (``2.20E-04``); ``--`` for a missing value."""
-    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+    if missing(x):
         return "--"
     return f"{float(x):.2E}"
 
