@@ -69,16 +69,17 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"arch": "resnet18", "layers": "layer1.0.*", "seeds": 2, "steps": 2,
               "convert_archs": "resnet18", "convert_layers": "layer1.0.*,fc",
               "convert_seeds": 2, "convert_steps": 1, "convert_init": "random",
-              "probe_shape": [2, 32, 64], "probe_compile": False,
+              "probe_shape": [2, 32, 64], "probe_compile": False, "probe_fit_steps": 2,
               "profile_layers": "layer1.0.*", "profile_seeds": 1, "profile_steps": 1,
-              "profile_init": "random", "threads": 1},
+              "profile_init": "random", "init_arch": "resnet18",
+              "init_layers": "layer1.0.*", "threads": 1},
     "cpu": {"arch": "resnet18", "layers": "layer1.*,layer2.*", "seeds": 3, "steps": 10,
             "convert_archs": "resnet18", "convert_layers": "all", "convert_seeds": 10,
             "convert_steps": 1, "convert_init": "svd",
             # resnet18's layer2 3x3 conv stack x 10 seeds (3 x 10 elements, 128 x 1152)
-            "probe_shape": [30, 128, 1152], "probe_compile": True,
+            "probe_shape": [30, 128, 1152], "probe_compile": True, "probe_fit_steps": 10,
             "profile_layers": "all", "profile_seeds": 2, "profile_steps": 2,
-            "profile_init": "svd",
+            "profile_init": "svd", "init_arch": "resnet18", "init_layers": "all",
             # one thread: on a shared 2-core machine, 2 OpenMP threads ran 3-11x SLOWER than 1
             # (oversubscription; docs/benchmarks.md), which would measure the neighbours
             "threads": 1},
@@ -86,9 +87,10 @@ PRESETS: dict[str, dict[str, Any]] = {
              "convert_archs": "resnet18,resnet50", "convert_layers": "all", "convert_seeds": 10,
              "convert_steps": 2000, "convert_init": "svd",
              # resnet50's layer4 3x3 conv stack x 10 seeds (3 x 10 elements, 512 x 4608)
-             "probe_shape": [30, 512, 4608], "probe_compile": True,
+             "probe_shape": [30, 512, 4608], "probe_compile": True, "probe_fit_steps": 50,
              "profile_layers": "all", "profile_seeds": 10, "profile_steps": 5,
-             "profile_init": "svd"},
+             "profile_init": "svd", "init_arch": "resnet50",
+             "init_layers": "all"},
 }
 
 
@@ -135,13 +137,20 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def result_name(stem: str, device: torch.device, smoke: bool, tag: str = "",
+                suffix: str = ".json") -> str:
+    """``<stem>-<device kind>[-smoke][-<tag>]``: a smoke run never overwrites a real result,
+    and a tagged (supplementary) run never overwrites the untagged one."""
+    return f"{stem}-{device.type}{'-smoke' if smoke else ''}{f'-{tag}' if tag else ''}{suffix}"
+
+
 def write_result(result: dict[str, Any], out: Path, stem: str, device: torch.device,
-                 smoke: bool) -> Path:
-    """``<stem>-<device kind>[-smoke].json``: a smoke run never overwrites a real result."""
+                 smoke: bool, tag: str = "") -> Path:
+    """Writes ``result_name(...)`` under ``out``, with the load average at the end."""
     if hasattr(os, "getloadavg"):
         result["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{stem}-{device.type}{'-smoke' if smoke else ''}.json"
+    path = out / result_name(stem, device, smoke, tag)
     path.write_text(json.dumps(result, indent=1))
     return path
 
@@ -402,6 +411,17 @@ def _chunk_sse(rowp: torch.Tensor, cols: torch.Tensor, w: torch.Tensor, c: torch
     return (out - t).square().sum((1, 2))
 
 
+@torch.no_grad()
+def cols_once_reconstruct(model: RiemEmbedding, chunk_elems: int) -> torch.Tensor:
+    """``model.reconstruct`` with the column half built once (prototype, sigmoid/sum only)."""
+    cols, rowp = model.shifted_columns(), model.row_part(slice(None))
+    wk = model.w.repeat(1, len(model.shifts))
+    step = model.rows_per_chunk(chunk_elems)
+    return torch.cat([torch.einsum("brnk,bk->brn",
+                                   model.act(rowp[:, i:i + step, None, :] + cols[:, None]), wk)
+                      + model.c[:, None, None] for i in range(0, model.m, step)], 1)
+
+
 def _engine_step(model: RiemEmbedding, t: torch.Tensor, chunk_elems: int) -> torch.Tensor:
     """The engine's per-step work as ``fit_parts`` does it (row chunks through ``rows()``, each
     back-propagated at once), without the optimizer step: the part the variants change."""
@@ -456,6 +476,8 @@ def probe(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         "engine_big_chunk": lambda: _engine_step(model, t, big_chunk),
         "cols_once_default_chunk": lambda: cached_columns_step(model, t, default_chunk),
         "cols_once_big_chunk": lambda: cached_columns_step(model, t, big_chunk),
+        "cols_once_default_chunk_bf16": lambda: cached_columns_step(model, t, default_chunk,
+                                                                     dtype=torch.bfloat16),
         "cols_once_big_chunk_bf16": lambda: cached_columns_step(model, t, big_chunk,
                                                                  dtype=torch.bfloat16),
     }
@@ -472,18 +494,148 @@ def probe(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         res["bf16_loss_rel_diff"] = float(((l16 - l32).abs() / l32).max())
     if args.probe_compile:
         compiled = torch.compile(_chunk_sse, dynamic=False)
-        model.zero_grad()
-        start = time.perf_counter()
-        cached_columns_step(model, t, big_chunk, compiled)  # compiles (and the last chunk's shape)
-        sync(device)
-        res["compile_s"] = time.perf_counter() - start
-        res["s_per_step"]["cols_once_big_chunk_compiled"] = _timed(
-            lambda: cached_columns_step(model, t, big_chunk, compiled), device, args.probe_repeats)
-        print(f"  probe compiled: {res['s_per_step']['cols_once_big_chunk_compiled']:.3f} s/step",
-              flush=True)
+        res["compile_s"] = {}
+        for label, chunk in (("big", big_chunk), ("default", default_chunk)):
+            model.zero_grad()
+            start = time.perf_counter()
+            cached_columns_step(model, t, chunk, compiled)  # compiles (and the last chunk's shape)
+            sync(device)
+            res["compile_s"][label] = time.perf_counter() - start
+            key = f"cols_once_{label}_chunk_compiled"
+            res["s_per_step"][key] = _timed(lambda c=chunk: cached_columns_step(model, t, c, compiled),
+                                            device, args.probe_repeats)
+            print(f"  probe {key}: {res['s_per_step'][key]:.3f} s/step", flush=True)
+    if args.probe_fit_steps:
+        res["bf16_fit"] = bf16_fit_check(model, t, default_chunk, args.probe_fit_steps,
+                                         args.probe_fit_lr, device)
+        print(f"  probe bf16 fit: {res['bf16_fit']}", flush=True)
     base = res["s_per_step"]["engine_default_chunk"]
     res["speedup_over_engine_default"] = {k: base / v for k, v in res["s_per_step"].items()}
     return res
+
+
+def bf16_fit_check(model: RiemEmbedding, t: torch.Tensor, chunk_elems: int, steps: int,
+                   lr: float, device: torch.device) -> dict[str, Any]:
+    """Fidelity of bf16 activations over a short fit, not just at one point: from the engine's
+    SVD warm start of ``t``, ``steps`` Adam steps (constant ``lr``) with the column-half-once
+    prototype in fp32 and in bf16 (same start); both end states are scored in fp32 (rel. MSE
+    per element = SSE / (m n), the target being standardised). Returns both and their ratio."""
+    start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        init_riem_from_svd(model, t, seeds=list(range(model.batch)))
+    warm = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def score(dtype: torch.dtype | None = None) -> torch.Tensor:
+        with torch.no_grad():
+            rowp, cols = model.row_part(slice(None)), model.shifted_columns()
+            step = model.rows_per_chunk(chunk_elems)
+            return sum(_chunk_sse(rowp[:, i:i + step], cols, model.w, model.c, t[:, i:i + step],
+                                  dtype) for i in range(0, model.m, step)) / (model.m * model.n)
+
+    # the warm start writes products as differences of sigmoids times a large weight: the
+    # question is whether bf16 activations can represent it at all (scored in bf16 here)
+    res: dict[str, Any] = {"steps": steps, "lr": lr, "init": "svd", "chunk_elems": chunk_elems,
+                           "rel_mse_at_warm_start": float(score().mean()),
+                           "rel_mse_at_warm_start_scored_in_bf16":
+                               float(score(torch.bfloat16).mean())}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        model.load_state_dict(warm)
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            opt.zero_grad()
+            cached_columns_step(model, t, chunk_elems, dtype=dtype)
+            opt.step()
+        sync(device)
+        res[f"{name}_s"] = time.perf_counter() - start
+        res[f"{name}_rel_mse"] = float(score().mean())
+    res["bf16_over_fp32_rel_mse"] = res["bf16_rel_mse"] / res["fp32_rel_mse"]
+    model.load_state_dict(start_state)
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# init_cost: what the SVD warm start costs, and what computing each layer's SVD once would save
+
+
+def init_cost(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    """Per fit unit of ``--init-arch`` (``--init-layers``, ``--convert-seeds`` seeds): the engine's
+    ``initialize`` (SVD warm start of every element, then one reconstruct for the offset c),
+    and, separately, ``torch.linalg.svd`` of the stacked (layers x seeds) targets as the engine
+    calls it vs of each distinct layer once (the seeds' targets are copies of the same matrix;
+    the seeds differ only by a rotation applied after the SVD) vs ``torch.svd_lowrank`` at the
+    rank the warm start uses (<= d - 1), with that rank's approximation error vs the full SVD's.
+    """
+    model = build_arch(args.init_arch)
+    layers = select_layers(model, args.init_layers)
+    seeds = list(range(args.convert_seeds))
+    method = riem_method(1, "svd")
+    job = make_job(model, layers, args.ratio, len(seeds), device)
+    rows, totals = [], {"initialize_s": 0.0, "svd_stacked_s": 0.0, "svd_unique_s": 0.0,
+                        "svd_lowrank_unique_s": 0.0}
+    for unit in method.plan(job):
+        if unit.chain:
+            continue
+        m, n = unit.shapes[0]
+        elem_seeds = [element_seed(s, name) for name in unit.layers for s in seeds]
+        part = method.make(elem_seeds, m, n, unit.dims).to(device)
+        stacked = torch.stack([t for t in unit.targets for _ in seeds]).to(device)
+        unique = torch.stack(unit.targets).to(device)
+        sync(device)
+        t0 = time.perf_counter()
+        info = method.initialize([part], [stacked], elem_seeds)
+        sync(device)
+        t1 = time.perf_counter()
+        torch.linalg.svd(stacked, full_matrices=False)
+        sync(device)
+        t2 = time.perf_counter()
+        u, sv, vh = torch.linalg.svd(unique, full_matrices=False)
+        sync(device)
+        t3 = time.perf_counter()
+        svd_unique_s = t3 - t2
+        extra: dict[str, float] = {}
+        if args.init_reconstruct:  # what the warm start's final reconstruct() (for c) costs
+            chunk = method.cfg.fit.chunk_elems
+            r0 = time.perf_counter()
+            ref = part.reconstruct(chunk)
+            sync(device)
+            r1 = time.perf_counter()
+            alt = cols_once_reconstruct(part, chunk)
+            sync(device)
+            extra = {"reconstruct_s": r1 - r0,
+                     "reconstruct_cols_once_s": time.perf_counter() - r1,
+                     "reconstruct_cols_once_max_abs_diff": float((alt - ref).abs().max())}
+            del ref, alt
+            t3 = time.perf_counter()
+        rank = int(info.get("init_rank", unit.dims["d"] - 1) or 1)
+        lu, ls, lv = torch.svd_lowrank(unique, q=min(rank + 10, m, n), niter=2)
+        sync(device)
+        t4 = time.perf_counter()
+        full_r = (u[..., :rank] * sv[:, None, :rank]) @ vh[:, :rank]
+        low_r = (lu[..., :rank] * ls[:, None, :rank]) @ lv[..., :rank].transpose(1, 2)
+        norm = unique.square().sum((1, 2))
+        errs = [float(((a - unique).square().sum((1, 2)) / norm).mean()) for a in (full_r, low_r)]
+        row = {"layers": len(unit.layers), "shape": [m, n], "batch": stacked.shape[0],
+               "rank": rank, "initialize_s": t1 - t0, "svd_stacked_s": t2 - t1,
+               "svd_unique_s": svd_unique_s, "svd_lowrank_unique_s": t4 - t3,
+               "rank_r_rel_err_full_svd": errs[0], "rank_r_rel_err_lowrank": errs[1], **extra}
+        rows.append(row)
+        for k in totals:
+            totals[k] += row[k]
+        for k, v in extra.items():
+            if k.endswith("_s"):
+                totals[k] = totals.get(k, 0.0) + v
+        print(f"  init_cost {m}x{n} x{stacked.shape[0]}: initialize {t1 - t0:.1f} s, svd "
+              f"stacked {t2 - t1:.1f} s, unique {svd_unique_s:.2f} s, lowrank {t4 - t3:.2f} s, "
+              f"reconstruct {extra.get('reconstruct_s', 0):.1f} s (cols once "
+              f"{extra.get('reconstruct_cols_once_s', 0):.1f} s)",
+              flush=True)
+    return {"arch": args.init_arch, "layers": args.init_layers, "seeds": len(seeds),
+            "units": rows, "totals": totals,
+            "svd_stacked_over_unique": totals["svd_stacked_s"] / totals["svd_unique_s"],
+            "svd_stacked_over_lowrank_unique": totals["svd_stacked_s"] /
+            totals["svd_lowrank_unique_s"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,7 +663,7 @@ def profile(args: argparse.Namespace, device: torch.device, out: Path) -> dict[s
               f"steps={args.profile_steps}, init={args.profile_init}, ratio={args.ratio}, device={device_name(device)}, "
               f"git {git_revision()}, {datetime.now(UTC).isoformat(timespec='seconds')}, "
               f"wall {wall:.1f} s under the profiler; top-15 ops by {sort}\n\n")
-    path = out / f"profile-{device.type}{'-smoke' if args.smoke else ''}.txt"
+    path = out / result_name("profile", device, args.smoke, args.tag, ".txt")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(header + table + "\n")
     top = [{"op": e.key, "self_cpu_s": e.self_cpu_time_total / 1e6, "calls": e.count}
@@ -529,7 +681,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     mode = ap.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
     mode.add_argument("--full", action="store_true", help="GPU sizes (ResNet-18/50, 2000 steps)")
-    ap.add_argument("--parts", default="compare,convert,probe,profile")
+    ap.add_argument("--parts", default="compare,convert,probe,init_cost,profile")
     ap.add_argument("--arch")
     ap.add_argument("--layers", help="compare: select_layers spec")
     ap.add_argument("--seeds", type=int)
@@ -550,12 +702,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--probe-big-chunk", type=int, default=2**27)
     ap.add_argument("--probe-repeats", type=int, default=1)
     ap.add_argument("--probe-compile", type=int, choices=[0, 1])
+    ap.add_argument("--probe-fit-steps", type=int,
+                    help="probe: Adam steps of the fp32-vs-bf16 fidelity fit (0: skip)")
+    ap.add_argument("--probe-fit-lr", type=float, default=1e-3,
+                    help="probe: lr of that fit (a polish of the SVD warm start, as table 1's)")
+    ap.add_argument("--init-arch", help="init_cost: architecture (default: resnet18)")
+    ap.add_argument("--init-layers", help="init_cost: select_layers spec")
+    ap.add_argument("--init-reconstruct", type=int, choices=[0, 1], default=1,
+                    help="init_cost: also time the engine's reconstruct() vs the prototype's")
     ap.add_argument("--profile-layers")
     ap.add_argument("--profile-seeds", type=int)
     ap.add_argument("--profile-steps", type=int)
     ap.add_argument("--profile-init", choices=["random", "svd"])
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--tag", default="", help="suffix of the result file names (a supplementary "
+                    "run next to the main one: convert-<device>-<tag>.json)")
+    ap.add_argument("--note", default="", help="free text recorded in the JSON (e.g. what a "
+                    "reduced run left out)")
     ap.add_argument("--child-convert", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     preset = PRESETS["smoke" if args.smoke else "full" if args.full else "cpu"]
@@ -589,10 +753,12 @@ def main(argv: list[str] | None = None) -> None:
         result["convert"] = convert(args, device)
     if "probe" in parts:
         result["probe"] = probe(args, device)
+    if "init_cost" in parts:
+        result["init_cost"] = init_cost(args, device)
     if "profile" in parts:
         result["profile"] = profile(args, device, out)
     result["total_s"] = time.perf_counter() - start
-    path = write_result(result, out, "convert", device, args.smoke)
+    path = write_result(result, out, "convert", device, args.smoke, args.tag)
     summary = {k: result[k] for k in ("compare",) if k in result}
     print(json.dumps(summary, indent=1)[:4000])
     print(f"wrote {path}")

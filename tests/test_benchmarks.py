@@ -45,7 +45,18 @@ def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
     probe = conv["probe"]
     assert probe["prototype_grad_max_rel_diff"] < 1e-4
     assert "engine_default_chunk" in probe["s_per_step"]
+    for key in ("cols_once_default_chunk", "cols_once_default_chunk_bf16"):
+        assert probe["s_per_step"][key] > 0
+    fit = probe["bf16_fit"]
+    assert fit["init"] == "svd" and fit["fp32_rel_mse"] > 0 and fit["bf16_over_fp32_rel_mse"] > 0
+    init = conv["init_cost"]
+    assert init["units"] and init["totals"]["initialize_s"] > 0
+    assert all(u["rank_r_rel_err_full_svd"] <= 1 for u in init["units"])
     assert (tmp_path / conv["profile"]["file"]).read_text().count("aten::") >= 5
+    # the JSON files docs/benchmarks.md quotes exist and carry the fields it quotes
+    doc = (ROOT / "docs" / "benchmarks.md").read_text()
+    for name in ("convert-cpu.json", "eval-cpu.json", "riem_ablation.json", "bench-cpu.json"):
+        assert name in doc and (ROOT / "benchmarks" / "results" / name).exists(), name
 
     ev = json.loads((tmp_path / "eval-cpu-smoke.json").read_text())
     assert ENV_FIELDS <= ev.keys()

@@ -56,7 +56,7 @@ RANGES = ("absmax", "minmax")
 @dataclass
 class DfqConfig(MethodConfig):
     name: str = "dfq"
-    #: weight bits; null takes the size setting's bits (size=mb bits=6 -> 6-bit weights)
+    #: weight bits; null keeps float weights (an unsized method: size settings never apply)
     w_bits: int | None = 8
     #: activation bits; null keeps activations in float
     a_bits: int | None = 8
@@ -438,6 +438,6 @@ class DfqMethod(NetworkMethod):
 
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         model = copy.deepcopy(job.model).eval()
-        w_bits = self.cfg.w_bits if self.cfg.w_bits is not None else job.size.bits
+        w_bits = self.cfg.w_bits  # null: float weights (the size setting never applies)
         info = dfq_transform(model, list(job.layers), self.cfg, w_bits)
         return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]

@@ -22,7 +22,7 @@ from riembench.quantize import quantize_model
 @dataclass
 class QuantConfig(MethodConfig):
     name: str = "quant"
-    #: weight bits; null takes the size setting's bits (size=mb bits=4 -> 4-bit weights)
+    #: weight bits; null keeps float weights (an unsized method: size settings never apply)
     w_bits: int | None = 8
     #: activation bits; null keeps activations in float (a "W8A32" row)
     a_bits: int | None = None
@@ -52,7 +52,7 @@ class QuantMethod(NetworkMethod):
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         model = copy.deepcopy(job.model).eval()
         stats = fold_batchnorm(model) if self.cfg.fold_bn else {}
-        w_bits = self.cfg.w_bits if self.cfg.w_bits is not None else job.size.bits
+        w_bits = self.cfg.w_bits  # null: float weights (the size setting never applies)
         info = quantize_model(model, w_bits, self.cfg.a_bits, self.cfg.per_channel,
                               self.cfg.symmetric, job.layers, act_k=self.cfg.act_k,
                               output_stats=stats)
