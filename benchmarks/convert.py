@@ -21,14 +21,20 @@ costs end to end. Parts (``--parts``, all by default):
 * ``probe``: one fwd+bwd step of one stacked unit, timed for engine variants that need no src/
   change: a larger ``chunk_elems``; the column half computed once per step instead of once per
   row chunk (a prototype written here, gradients checked against the engine's); the same with
-  ``torch.compile``; and with bf16 activations (time and error).
+  ``torch.compile``; and with bf16 activations (time, loss difference, and a short fp32 vs bf16
+  fit from the SVD warm start).
+* ``init_cost``: per fit unit, the SVD warm start as the engine runs it, vs one SVD per distinct
+  layer, vs ``torch.svd_lowrank``; and the warm start's final ``reconstruct()`` vs the same with
+  the column half built once (``cols_once_reconstruct``).
 * ``profile``: ``torch.profiler`` over one ``compress`` of resnet18, top-15 ops by self time.
 
 Results: ``benchmarks/results/convert-<device>.json`` (and ``profile-<device>.txt``), with the
 device, versions, date, git revision and every setting. ``--smoke`` is a seconds-long run for
 the tests (``-smoke`` file names); ``--full`` are GPU sizes (ResNet-18 and ResNet-50, 2000 steps).
+``--tag`` suffixes the file names (a supplementary run next to the main one). docs/benchmarks.md
+quotes the CPU results.
 
-    python benchmarks/convert.py                      # CPU sizes (~20-40 min on 2 cores)
+    python benchmarks/convert.py                      # CPU sizes (~20 min on a shared 2-core VM)
     python benchmarks/convert.py --full --device cuda # GPU sizes
     python benchmarks/convert.py --smoke --out /tmp/b # seconds
 """
@@ -621,9 +627,7 @@ def init_cost(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
                "svd_unique_s": svd_unique_s, "svd_lowrank_unique_s": t4 - t3,
                "rank_r_rel_err_full_svd": errs[0], "rank_r_rel_err_lowrank": errs[1], **extra}
         rows.append(row)
-        for k in totals:
-            totals[k] += row[k]
-        for k, v in extra.items():
+        for k, v in row.items():
             if k.endswith("_s"):
                 totals[k] = totals.get(k, 0.0) + v
         print(f"  init_cost {m}x{n} x{stacked.shape[0]}: initialize {t1 - t0:.1f} s, svd "

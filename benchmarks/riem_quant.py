@@ -37,7 +37,7 @@ from riembench.config import typed_group
 from riembench.data.images import DigitsConfig, build_digits
 from riembench.evaluate import evaluate_accuracy
 from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
+from riembench.methods.base import NetworkJob
 from riembench.network import get_module, select_layers, weight_matrix
 from riembench.quantize import quantize_tensor
 from riembench.size import ParamsSizeConfig, network_target
