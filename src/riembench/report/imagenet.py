@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.report.fmt import label, missing, tex_escape
+from riembench.report.fmt import label, missing, tex_escape, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import Renderer, TableSpec, register
 
@@ -189,16 +189,9 @@ def _ours(row: Any, pm: str) -> str:
     text = _num(row.ours_mean)
     if not missing(row.ours_std):
         text += f" {pm} {row.ours_std:.2f}"
-    if row.n_failed > 0 or (not _deterministic(row.method) and row.n_selected < K):
+    if too_few_seeds(row.method, row.n_selected, row.n_failed, K):
         text += "*"
     return text
-
-
-def _deterministic(method: str) -> bool:
-    """A method whose seeds all give the same model needs one seed, not three."""
-    from riembench.methods import METHODS
-
-    return method in METHODS and bool(getattr(METHODS.get(method), "deterministic", False))
 
 
 def _method(row: Any) -> str:

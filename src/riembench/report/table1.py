@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from riembench.report.fmt import label, missing, tex_escape
+from riembench.report.fmt import label, missing, tex_escape, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
 
@@ -111,7 +111,7 @@ def _ours(row, pm: str) -> str:
     text = _pct(row.ours_mean)
     if pd.notna(row.ours_std):
         text += f" {pm} {row.ours_std:.2f}"
-    if row.n_failed > 0 or row.n_selected < K:
+    if too_few_seeds(row.method, row.n_selected, row.n_failed, K):
         text += "*"
     return text
 

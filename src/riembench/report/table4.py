@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.report.fmt import label, missing, tex_escape
+from riembench.report.fmt import label, missing, tex_escape, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
 
@@ -190,8 +190,7 @@ def _size(row: Any) -> str:
 def _flag(row: Any) -> str:
     if row.paper_only:
         return " (paper only: needs data)"
-    few = row.n_failed > 0 or (row.paper_method not in ("original", "quant", "svd")
-                               and row.n_selected < K)
+    few = too_few_seeds(row.method, row.n_selected, row.n_failed, K)
     return "*" if few else ""
 
 
