@@ -6,8 +6,8 @@ every chunk rebuilt the column half. The reference here is the same engine with 
 switched off (a subclass returning None), so both sides run the same loss, optimizer, init and
 steps on the same shapes, alternating, and the final errors must agree.
 
-    python benchmarks/engine_halves.py                 # CPU sizes, one thread
-    python benchmarks/engine_halves.py --device cuda   # GPU (same shapes unless given)
+    python benchmarks/engine_halves.py                 # cuda if present, else CPU (one thread)
+    python benchmarks/engine_halves.py --device cpu
 
 Writes ``benchmarks/results/engine_halves-<device>.json``.
 """
@@ -60,7 +60,7 @@ def sync(device: torch.device) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
     ap.add_argument("--shapes", default="30x128x1152,10x128x1152,40x64x576",
                     help="elements x rows x cols of a stacked unit (layers x seeds first)")
     ap.add_argument("--d", type=int, default=30)
@@ -70,7 +70,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
     rows = []
     for text in args.shapes.split(","):
         shape = tuple(int(x) for x in text.split("x"))
