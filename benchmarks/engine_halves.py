@@ -1,0 +1,106 @@
+"""The engine's shared halves vs rebuilding them per row chunk, measured in one run.
+
+Why: ``RiemEmbedding.halves`` builds the row and column halves of the pre-activation once per
+fit step (and once per ``reconstruct``), and the row chunks back-propagate into them; before,
+every chunk rebuilt the column half. The reference here is the same engine with ``halves``
+switched off (a subclass returning None), so both sides run the same loss, optimizer, init and
+steps on the same shapes, alternating, and the final errors must agree.
+
+    python benchmarks/engine_halves.py                 # cuda if present, else CPU (one thread)
+    python benchmarks/engine_halves.py --device cpu
+
+Writes ``benchmarks/results/engine_halves-<device>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit, init_riem_from_svd
+from riembench.store import git_revision, package_versions
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class PerChunkRiem(RiemEmbedding):
+    """The engine before the change: no shared halves, every chunk rebuilds them."""
+
+    def halves(self) -> None:  # type: ignore[override]
+        return None
+
+
+def run_once(cls: type[RiemEmbedding], shape: tuple[int, int, int], d: int, d_mu: int,
+             steps: int, device: torch.device) -> dict:
+    batch, m, n = shape
+    torch.manual_seed(0)
+    target = torch.randn(1, m, n).expand(batch, m, n).contiguous().to(device)
+    model = cls(list(range(batch)), m, n, d, d_mu, default_shifts(d, 6)).to(device)
+    sync(device)
+    t0 = time.perf_counter()
+    init_riem_from_svd(model, target, seeds=list(range(batch)))
+    sync(device)
+    t1 = time.perf_counter()
+    result = fit(model, target, FitConfig(steps=steps, eval_every=1, warmup=1, lr=1e-3))
+    sync(device)
+    t2 = time.perf_counter()
+    return {"init_s": t1 - t0, "fit_s": t2 - t1, "rel_mse_mean": float(result.rel_mse.mean())}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
+    ap.add_argument("--shapes", default="30x128x1152,10x128x1152,40x64x576",
+                    help="elements x rows x cols of a stacked unit (layers x seeds first)")
+    ap.add_argument("--d", type=int, default=30)
+    ap.add_argument("--d-mu", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
+                          if args.device == "auto" else args.device)
+    rows = []
+    for text in args.shapes.split(","):
+        shape = tuple(int(x) for x in text.split("x"))
+        ref = run_once(PerChunkRiem, shape, args.d, args.d_mu, args.steps, device)
+        new = run_once(RiemEmbedding, shape, args.d, args.d_mu, args.steps, device)
+        row = {"shape": list(shape), "per_chunk": ref, "shared_halves": new,
+               "fit_speedup": ref["fit_s"] / new["fit_s"],
+               "init_speedup": ref["init_s"] / new["init_s"],
+               "rel_mse_abs_diff": abs(ref["rel_mse_mean"] - new["rel_mse_mean"])}
+        rows.append(row)
+        print(f"{text}: fit {ref['fit_s']:.2f} -> {new['fit_s']:.2f} s "
+              f"({row['fit_speedup']:.2f}x), warm start {ref['init_s']:.2f} -> "
+              f"{new['init_s']:.2f} s ({row['init_speedup']:.2f}x), rel. MSE "
+              f"{ref['rel_mse_mean']:.6f} / {new['rel_mse_mean']:.6f}")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
+        f"cpu:{platform.processor() or platform.machine()} x{args.threads} threads")
+    result = {"benchmark": "engine_halves", "device": name,
+              "date": datetime.now(UTC).isoformat(timespec="seconds"),
+              "git_revision": git_revision(), "versions": package_versions(),
+              "loadavg": [round(x, 2) for x in __import__("os").getloadavg()],
+              "settings": {"d": args.d, "d_mu": args.d_mu, "steps": args.steps,
+                           "threads": args.threads, "lr": 1e-3, "init": "svd"},
+              "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"engine_halves-{device.type}.json"
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
