@@ -31,3 +31,22 @@ def test_families_are_deterministic_and_distinct():
 def test_dev_and_test_probes_differ():
     task = build_synthetic(SyntheticConfig(n=20, dev_probes=4, test_probes=4))
     assert not torch.equal(task.dev_probes, task.test_probes)
+
+
+def test_output_fidelity_agreement_and_relative_error():
+    import pytest
+    import torch
+
+    from riembench.errors import RiembenchError
+    from riembench.evaluate import output_fidelity
+
+    ref = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    same = output_fidelity(ref.clone(), ref)
+    assert same == {"agree": 100.0, "out_rel_err": 0.0}
+    other = ref.clone()
+    other[3] = torch.tensor([0.0, 1.0, 0.0])  # one of four predictions changes
+    got = output_fidelity(other, ref)
+    assert got["agree"] == 75.0
+    assert got["out_rel_err"] == pytest.approx(2 ** 0.5 / 13 ** 0.5)
+    with pytest.raises(RiembenchError):
+        output_fidelity(ref[:2], ref)

@@ -94,6 +94,12 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path):
         saved = sum(model.get_submodule(n).weight.numel() for n in layers) * 4 / 1e6
         stored = original2["cost"]["stored_mb"] - saved + r["cost"]["params"] / 1e6
         assert r["cost"]["stored_mb"] == pytest.approx(stored, abs=0.01)
+    # fidelity to the original's outputs: exact for the original, measured for the others
+    assert original2["metrics"]["test_agree"] == 100 and original2["metrics"]["test_out_rel_err"] == 0
+    for r in recs["table2"] + recs["table3"]:
+        assert 0 <= r["metrics"]["test_agree"] <= 100 and r["metrics"]["dev_out_rel_err"] >= 0
+    dfq = next(r for r in recs["table2"] if r["method"] == "dfq")
+    assert 0 < dfq["metrics"]["test_out_rel_err"] < 1  # 6-bit DFQ: close, not equal
     riem3 = [r for r in recs["table3"] if r["method"] == "riem"]
     assert all(r["fit"]["pruned"]["pruned_channels"] for r in riem3)
     pruned = next(r for r in recs["table3"] if r["method"] == "prune")
@@ -120,3 +126,4 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path):
         rows3 = {r["paper_method"]: r for r in csv.DictReader(fh)}
     assert float(rows3["riem"]["our_prune_ratio"]) == 0.25
     assert float(rows3["prune"]["gflops"]) < float(rows3["original"]["gflops"])
+    assert float(rows3["original"]["agree_all_seeds"]) == 100

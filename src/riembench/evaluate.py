@@ -35,9 +35,10 @@ def relative_fidelity(target: torch.Tensor, approx: torch.Tensor) -> float:
     return float((w - approx.to(w)).abs().mean() / w.std())
 
 
-def evaluate_accuracy(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
-                      device: torch.device | str = "cpu", *, num_workers: int = 0) -> float:
-    """Top-1 accuracy in percent of ``model`` on ``dataset`` of (image, label) pairs.
+def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
+            device: torch.device | str = "cpu", *, num_workers: int = 0
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) of ``model`` on ``dataset`` of (image, label) pairs, on the CPU.
 
     Runs under ``torch.inference_mode`` in eval mode (BatchNorm uses its running statistics) and
     restores the model's train/eval mode afterwards, so the trainer can call it between epochs.
@@ -45,16 +46,41 @@ def evaluate_accuracy(model: torch.nn.Module, dataset: Dataset, batch_size: int 
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
     model.eval()
-    correct = total = 0
+    outs, targets = [], []
     try:
         with torch.inference_mode():
             for images, labels in loader:
-                logits = model(images.to(device, non_blocking=True))
-                labels = torch.as_tensor(labels).to(logits.device)
-                correct += int((logits.argmax(dim=1) == labels).sum())
-                total += labels.numel()
+                outs.append(model(images.to(device, non_blocking=True)).float().cpu())
+                targets.append(torch.as_tensor(labels))
     finally:
         model.train(was_training)
-    if total == 0:
-        raise RiembenchError("evaluate_accuracy: the dataset is empty")
-    return 100.0 * correct / total
+    if not outs:
+        raise RiembenchError("predict: the dataset is empty")
+    return torch.cat(outs), torch.cat(targets)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return 100.0 * float((logits.argmax(dim=1) == labels).float().mean())
+
+
+def output_fidelity(logits: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """How closely a compressed model reproduces the original's outputs on the same images.
+
+    ``agree``: % of images where both predict the same class; ``out_rel_err``: relative
+    Frobenius error of the logits. Why beside top-1: with few test images (or random weights,
+    as in the fixture tests) top-1 cannot separate methods, while agreement with the original
+    still measures what a data-free compression keeps.
+    """
+    if logits.shape != reference.shape:
+        raise RiembenchError(f"output_fidelity: {tuple(logits.shape)} vs {tuple(reference.shape)}")
+    agree = 100.0 * float((logits.argmax(dim=1) == reference.argmax(dim=1)).float().mean())
+    err = float(torch.linalg.norm(logits - reference) / torch.linalg.norm(reference).clamp_min(1e-30))
+    return {"agree": agree, "out_rel_err": err}
+
+
+def evaluate_accuracy(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
+                      device: torch.device | str = "cpu", *, num_workers: int = 0) -> float:
+    """Top-1 accuracy in percent of ``model`` on ``dataset`` of (image, label) pairs (see
+    :func:`predict` for the evaluation mode)."""
+    return accuracy(*predict(model, dataset, batch_size, device, num_workers=num_workers))

@@ -36,7 +36,13 @@ from riembench.cost import model_cost
 from riembench.data import DATASETS
 from riembench.data.synthetic import MatrixTask
 from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.evaluate import evaluate_accuracy, matvec_error, relative_fidelity
+from riembench.evaluate import (
+    accuracy,
+    matvec_error,
+    output_fidelity,
+    predict,
+    relative_fidelity,
+)
 from riembench.methods import METHODS
 from riembench.methods.base import (
     CompressedNet,
@@ -254,6 +260,7 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]
     per_seed_time = (time.perf_counter() - start) / len(pending)
     bs, workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
+    references = _References(task, ctx.device, bs, workers)
     for seed, out in zip(pending, outs, strict=True):
         cost: dict[str, Any] = {"budget": target.budget, "size_note": target.note,
                                 "layers": method.cfg.layers, **original}
@@ -270,8 +277,9 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         eval_start = time.perf_counter()
         compressed.to(ctx.device)
         record.metrics = {f"{split}_{name}": value for split in ("dev", "test")
-                          for name, value in evaluate_split(task, compressed, split, ctx.device,
-                                                            bs, workers).items()}
+                          for name, value in evaluate_split(
+                              task, compressed, split, ctx.device, bs, workers,
+                              references.get(split, loaded.model)).items()}
         compressed.to("cpu")
         record.fit["eval_wall_time_s"] = time.perf_counter() - eval_start
         ctx.write(record, tracker)
@@ -279,15 +287,43 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
 
 
 def evaluate_split(task: Any, model: nn.Module, split: str, device: torch.device,
-                   batch_size: int, num_workers: int) -> dict[str, float]:
+                   batch_size: int, num_workers: int,
+                   reference: torch.Tensor | None = None) -> dict[str, float]:
     """Metrics of ``model`` on one split. A task that knows its own metrics (detection: the COCO
     AP suite) provides ``evaluate(model, split, device=, batch_size=, num_workers=)`` returning
-    ``{name: value}``; image classification is top-1 accuracy (``acc``)."""
+    ``{name: value}``; image classification is top-1 accuracy (``acc``) and, given the original
+    model's logits on the split (``reference``), agreement with them (``agree``,
+    ``out_rel_err``: :func:`riembench.evaluate.output_fidelity`)."""
     own = getattr(task, "evaluate", None)
     if callable(own):
         return dict(own(model, split, device=device, batch_size=batch_size, num_workers=num_workers))
-    dataset = getattr(task, split)
-    return {"acc": evaluate_accuracy(model, dataset, batch_size, device, num_workers=num_workers)}
+    logits, labels = predict(model, getattr(task, split), batch_size, device,
+                             num_workers=num_workers)
+    metrics = {"acc": accuracy(logits, labels)}
+    if reference is not None:
+        metrics.update(output_fidelity(logits, reference))
+    return metrics
+
+
+class _References:
+    """The original model's logits per split, computed on first use and kept for the cell's
+    seeds (one extra pass per split, not per seed); tasks with their own metrics get none."""
+
+    def __init__(self, task: Any, device: torch.device, batch_size: int, num_workers: int):
+        self.task, self.device, self.bs, self.workers = task, device, batch_size, num_workers
+        self.cache: dict[str, torch.Tensor] = {}
+
+    def get(self, split: str, original: nn.Module) -> torch.Tensor | None:
+        if callable(getattr(self.task, "evaluate", None)):
+            return None
+        if split not in self.cache:
+            original.to(self.device)
+            try:
+                self.cache[split] = predict(original, getattr(self.task, split), self.bs,
+                                            self.device, num_workers=self.workers)[0]
+            finally:
+                original.to("cpu")
+        return self.cache[split]
 
 
 def _network_cell(method: NetworkMethod, method_cfg: Any, dataset_cfg: Any, size_cfg: Any,

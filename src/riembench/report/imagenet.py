@@ -61,6 +61,9 @@ EXTRAS: dict[str, tuple[str, Any]] = {
     "prune_ratio": ("config.method.prune_ratio", "first"),
     "ratio": ("config.method.ratio", "first"),
     "mode": ("config.method.mode", "first"),
+    # agreement with the original model's predictions (test split), over every seed of the cell
+    "agree_all_seeds": ("metrics.test_agree", "mean"),
+    "out_rel_err_all_seeds": ("metrics.test_out_rel_err", "mean"),
 }
 
 
@@ -129,7 +132,8 @@ def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
             df[col] = pd.NA
     df["variant"] = df["variant"].fillna("").astype(str)
     for col in ("params", "total_params", "stored_mb", "file_mb", "gflops", "size_mb",
-                "size_bits", "w_bits", "a_bits", "prune_ratio", "ratio"):
+                "size_bits", "w_bits", "a_bits", "prune_ratio", "ratio", "agree_all_seeds",
+                "out_rel_err_all_seeds"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # an unsized method (original, quant, dfq, prune) still carries the experiment's size
     # config in its record; it is not that row's size
