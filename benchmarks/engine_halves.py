@@ -4,7 +4,8 @@ Why: ``RiemEmbedding.halves`` builds the row and column halves of the pre-activa
 fit step (and once per ``reconstruct``), and the row chunks back-propagate into them; before,
 every chunk rebuilt the column half. The reference here is the same engine with ``halves``
 switched off (a subclass returning None), so both sides run the same loss, optimizer, init and
-steps on the same shapes, alternating, and the final errors must agree.
+steps on the same shapes, each in a fresh process (so peak RSS is per run), and the final
+errors must agree. The largest default shape is resnet18's layer4 3x3 stack x 10 seeds.
 
     python benchmarks/engine_halves.py                 # cuda if present, else CPU (one thread)
     python benchmarks/engine_halves.py --device cpu
@@ -17,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +56,21 @@ def run_once(cls: type[RiemEmbedding], shape: tuple[int, int, int], d: int, d_mu
     return {"init_s": t1 - t0, "fit_s": t2 - t1, "rel_mse_mean": float(result.rel_mse.mean())}
 
 
+def run_in_child(variant: str, shape: tuple[int, int, int], d: int, d_mu: int, steps: int,
+                 device: torch.device, threads: int) -> dict:
+    """:func:`run_once` in a fresh process, so its peak RSS (``ru_maxrss``) is its own."""
+    here = str(Path(__file__).resolve().parent)
+    code = (f"import json, resource, sys, torch; sys.path.insert(0, {here!r}); "
+            f"import engine_halves as e; torch.set_num_threads({threads}); "
+            f"r = e.run_once(e.{variant}, {tuple(shape)!r}, {d}, {d_mu}, {steps}, "
+            f"torch.device({str(device)!r})); "
+            "r['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
+            "print(json.dumps(r))")
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                          text=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -61,7 +79,7 @@ def sync(device: torch.device) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
-    ap.add_argument("--shapes", default="30x128x1152,10x128x1152,40x64x576",
+    ap.add_argument("--shapes", default="30x128x1152,10x128x1152,40x64x576,40x512x4608",
                     help="elements x rows x cols of a stacked unit (layers x seeds first)")
     ap.add_argument("--d", type=int, default=30)
     ap.add_argument("--d-mu", type=int, default=8)
@@ -75,17 +93,21 @@ def main() -> None:
     rows = []
     for text in args.shapes.split(","):
         shape = tuple(int(x) for x in text.split("x"))
-        ref = run_once(PerChunkRiem, shape, args.d, args.d_mu, args.steps, device)
-        new = run_once(RiemEmbedding, shape, args.d, args.d_mu, args.steps, device)
+        ref = run_in_child("PerChunkRiem", shape, args.d, args.d_mu, args.steps, device,
+                           args.threads)
+        new = run_in_child("RiemEmbedding", shape, args.d, args.d_mu, args.steps, device,
+                           args.threads)
         row = {"shape": list(shape), "per_chunk": ref, "shared_halves": new,
                "fit_speedup": ref["fit_s"] / new["fit_s"],
+               "peak_rss_ratio": new["peak_rss_mib"] / ref["peak_rss_mib"],
                "init_speedup": ref["init_s"] / new["init_s"],
                "rel_mse_abs_diff": abs(ref["rel_mse_mean"] - new["rel_mse_mean"])}
         rows.append(row)
         print(f"{text}: fit {ref['fit_s']:.2f} -> {new['fit_s']:.2f} s "
               f"({row['fit_speedup']:.2f}x), warm start {ref['init_s']:.2f} -> "
               f"{new['init_s']:.2f} s ({row['init_speedup']:.2f}x), rel. MSE "
-              f"{ref['rel_mse_mean']:.6f} / {new['rel_mse_mean']:.6f}")
+              f"{ref['rel_mse_mean']:.6f} / {new['rel_mse_mean']:.6f}, peak RSS "
+              f"{ref['peak_rss_mib']:.0f} / {new['peak_rss_mib']:.0f} MiB")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"cpu:{platform.processor() or platform.machine()} x{args.threads} threads")
     result = {"benchmark": "engine_halves", "device": name,
