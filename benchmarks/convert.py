@@ -110,6 +110,24 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def timed_compress(method: EmbeddingMethod, job: NetworkJob, device: torch.device
+                   ) -> tuple[list[Any], float]:
+    """``method.compress(job)`` and its wall time, with the device synchronized around it."""
+    sync(device)
+    start = time.perf_counter()
+    outs = method.compress(job)
+    sync(device)
+    return outs, time.perf_counter() - start
+
+
+def add_mode_args(ap: argparse.ArgumentParser, full_help: str) -> None:
+    """The flags every benchmark script shares: device and size mode."""
+    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
+    mode.add_argument("--full", action="store_true", help=full_help)
+
+
 def sync(device: torch.device) -> None:
     """Timers must not stop while GPU work is still queued."""
     if device.type == "cuda":
@@ -259,11 +277,7 @@ def compare(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     for plain in (False, True):
         naive_fit(weights[layers[0]], dims[layers[0]], 0, w_cfg, args.init, plain, device)
 
-    sync(device)
-    start = time.perf_counter()
-    outs = method.compress(job)
-    sync(device)
-    engine_s = time.perf_counter() - start
+    outs, engine_s = timed_compress(method, job, device)
     engine_fit_s = sum(outs[0].info["layers"][u.layers[0]]["fit_wall_time_s"] for u in units)
     failed = [o.failed for o in outs if o.failed]
     engine_err = {name: [rel_mse(get_module(o.model, name).weight, weights[name]) for o in outs]
@@ -319,11 +333,7 @@ def convert_child(spec: dict[str, Any]) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     rss_before = _rss_mib()
-    sync(device)
-    start = time.perf_counter()
-    outs = method.compress(job)
-    sync(device)
-    wall = time.perf_counter() - start
+    outs, wall = timed_compress(method, job, device)
     fit_s = sum(outs[0].info["layers"][u.layers[0]]["fit_wall_time_s"] for u in units)
     mean_rel = [o.info["mean_layer_rel_mse"] for o in outs]
     res = {"arch": spec["arch"], "layers": spec["layers"], "n_layers": len(layers),
@@ -681,10 +691,7 @@ def profile(args: argparse.Namespace, device: torch.device, out: Path) -> dict[s
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
-    mode.add_argument("--full", action="store_true", help="GPU sizes (ResNet-18/50, 2000 steps)")
+    add_mode_args(ap, "GPU sizes (ResNet-18/50, 2000 steps)")
     ap.add_argument("--parts", default="compare,convert,probe,init_cost,profile")
     ap.add_argument("--arch")
     ap.add_argument("--layers", help="compare: select_layers spec")

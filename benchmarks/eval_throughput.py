@@ -38,6 +38,7 @@ from torch.utils.data import TensorDataset
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from convert import (
     RESULTS,
+    add_mode_args,
     build_arch,
     environment,
     make_job,
@@ -88,10 +89,7 @@ def convert_model(arch: str, layers: str, device: torch.device) -> tuple[nn.Modu
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    mode = ap.add_mutually_exclusive_group()
-    mode.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
-    mode.add_argument("--full", action="store_true", help="GPU sizes")
+    add_mode_args(ap, "GPU sizes")
     ap.add_argument("--arch", default="resnet18")
     ap.add_argument("--layers", help="layers the converted model converts (select_layers spec)")
     ap.add_argument("--batch-size", type=int)
