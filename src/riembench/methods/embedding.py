@@ -235,12 +235,10 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
         """Structured pruning first when ``prune_ratio`` > 0 (table 3), else nothing."""
         if self.cfg.prune_ratio <= 0:
             return model, {}
-        from riembench.methods.prune import prune_structured_info
+        from riembench.methods.prune import prune_structured_info, require_pruned
 
         pruned, info = prune_structured_info(model, self.cfg.prune_ratio, layers)
-        if not info["pruned_channels"]:
-            raise RiembenchError(f"{self.cfg.name}: prune_ratio={self.cfg.prune_ratio} but none "
-                                 "of the selected layers can lose channels")
+        require_pruned(info, f"{self.cfg.name} (prune_ratio={self.cfg.prune_ratio})")
         return pruned.eval(), {"pruned": info}
 
     def plan(self, job: NetworkJob) -> list[FitUnit]:

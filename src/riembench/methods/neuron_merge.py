@@ -8,12 +8,11 @@ Merging as a published baseline; running it here puts a measured number beside t
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 from riembench.errors import RiembenchError
-from riembench.methods.base import METHODS, CompressedNet, NetworkJob
-from riembench.methods.prune import PruneConfig, PruneMethod, prune_structured_info
+from riembench.methods.base import METHODS
+from riembench.methods.prune import PruneConfig, PruneMethod
 
 
 @dataclass
@@ -39,11 +38,5 @@ class NeuronMergeMethod(PruneMethod):
 
     cfg: NeuronMergeConfig
 
-    def compress(self, job: NetworkJob) -> list[CompressedNet]:
-        pruned, info = prune_structured_info(job.model, self.cfg.ratio, list(job.layers),
-                                             self.cfg.criterion, self.cfg.threshold)
-        if not info["pruned_channels"]:
-            raise RiembenchError("neuron_merge: none of the selected layers can lose channels")
-        info["mode"] = "structured"
-        pruned.eval()
-        return [CompressedNet(copy.deepcopy(pruned), copy.deepcopy(info)) for _ in job.seeds]
+    def merge_threshold(self) -> float | None:
+        return self.cfg.threshold

@@ -205,6 +205,13 @@ def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
     return pruned, info
 
 
+def require_pruned(info: dict[str, Any], who: str) -> None:
+    """Refuse a structured pruning that removed nothing, with the first reasons why."""
+    if not info["pruned_channels"]:
+        reasons = "; ".join(f"{k}: {v}" for k, v in list(info["skipped"].items())[:4])
+        raise RiembenchError(f"{who}: none of the selected layers can lose channels ({reasons})")
+
+
 @torch.no_grad()
 def merge_into_kept(producer: nn.Module, norms: list[nn.Module], consumer: nn.Module,
                     kept: torch.Tensor, threshold: float) -> int:
@@ -341,15 +348,16 @@ class PruneMethod(NetworkMethod):
     deterministic = True
     needs_size = False
 
+    def merge_threshold(self) -> float | None:
+        """Neuron Merging's similarity threshold (methods/neuron_merge.py); None: plain removal."""
+        return None
+
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         model = job.model
         if self.cfg.mode == "structured":
             pruned, info = prune_structured_info(model, self.cfg.ratio, list(job.layers),
-                                                 self.cfg.criterion)
-            if not info["pruned_channels"]:
-                reasons = "; ".join(f"{k}: {v}" for k, v in list(info["skipped"].items())[:4])
-                raise RiembenchError(f"prune: none of the selected layers can lose channels "
-                                     f"({reasons})")
+                                                 self.cfg.criterion, self.merge_threshold())
+            require_pruned(info, self.cfg.name)
         else:
             pruned, info = prune_unstructured(model, self.cfg.ratio, list(job.layers),
                                               self.cfg.scope)
