@@ -175,3 +175,29 @@ def test_vendored_paper_tables_equal_shared():
     assert names == sorted(p.name for p in vendored.iterdir() if p.suffix in (".csv", ".md"))
     for name in names:
         assert filecmp.cmp(SHARED / name, vendored / name, shallow=False), name
+
+
+def test_imagenet_rows_match_the_paper_only_at_the_same_setting():
+    from types import SimpleNamespace as Row
+
+    from riembench.report.imagenet import match_paper
+
+    t2, t3 = load_paper_table("table2"), load_paper_table("table3")
+    nan = float("nan")
+
+    def row(method, backbone, **kw):
+        base = {"paper_method": method, "method": method, "backbone": backbone, "size_mb": nan,
+                "w_bits": nan, "a_bits": nan, "ratio": nan, "prune_ratio": nan,
+                "mode": "structured"}
+        return Row(**{**base, **kw})
+
+    assert match_paper(row("dfq", "resnet18", w_bits=6, a_bits=6), t2, False)["top1"] == 66.30
+    assert match_paper(row("dfq", "resnet18", w_bits=8, a_bits=8), t2, False) is None
+    assert match_paper(row("riem", "resnet18", size_mb=5.58), t2, False)["top1"] == 66.30
+    assert match_paper(row("riem", "resnet18", size_mb=4.0), t2, False) is None
+    assert match_paper(row("lpnorm-p2", "resnet50", size_mb=12.28), t2, False)["top1"] == 72.96
+    assert match_paper(row("neuron_merge", "resnet34", ratio=0.1), t3, True)["top1"] == 67.10
+    assert match_paper(row("neuron_merge", "resnet34", ratio=0.2), t3, True) is None
+    riem = row("riem", "resnet101", size_mb=21.2, prune_ratio=0.3)
+    assert match_paper(riem, t3, True)["top1"] == 73.296
+    assert match_paper(row("prune", "resnet34", ratio=0.1), t3, True) is None  # not in the paper

@@ -15,7 +15,8 @@ setting. A paper row is matched only at the same setting, never the nearest one:
 * a sized method (riem, lpnorm, svd: ``size=mb``) with the paper's row of the same method whose
   size is within 0.05 MB of our size setting (and, in table 3, the same prune ratio);
 * an unsized quantizer (dfq, quant) with the paper's row of the same method at the same weight
-  and activation bits.
+  and activation bits;
+* Neuron Merging (unsized) with the paper's row at the same prune ratio.
 
 The paper's baselines that we do not run (UDFC, SQuant, GDFQ, DSG, DDAQ, OMSE, Neuron Merge)
 are shown from its CSV as ``paper only`` rows, with whether they need data.
@@ -111,6 +112,8 @@ def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | Non
     if pruning:
         ratio = our_prune_ratio(row)
         cand = cand[(cand["prune_ratio"] - ratio).abs() < 1e-9] if not missing(ratio) else cand.iloc[0:0]
+    if method in PRUNERS:  # unsized: the prune ratio (matched above) is its whole setting
+        return cand.iloc[0] if len(cand) == 1 else None
     if method in UNSIZED_QUANT:
         same = (cand["w_bits"] == row.w_bits)
         if "a_bits" in cand:
