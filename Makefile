@@ -42,7 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 	$(BIN)/python benchmarks/convert.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/eval_throughput.py $(BENCH_ARGS)
-	$(BIN)/python benchmarks/engine_halves.py
+	$(BIN)/python benchmarks/engine_ablation.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

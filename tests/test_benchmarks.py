@@ -1,7 +1,7 @@
 """The benchmark scripts run (smoke sizes) and write the fields docs/benchmarks.md promises.
 
 Why a test: benchmarks are run rarely and by hand on a GPU machine, so a broken import or a
-renamed field would otherwise only show up there. Both scripts run at once in subprocesses
+renamed field would otherwise only show up there. The scripts run at once in subprocesses
 (as `make bench` runs them) to keep this test to seconds.
 """
 
@@ -20,11 +20,12 @@ ENV_FIELDS = {"device", "device_kind", "date", "git_revision", "python", "torch"
 
 def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    scripts = ("convert.py", "eval_throughput.py")
-    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / s), "--smoke",
+    scripts = {"convert.py": ["--smoke"], "eval_throughput.py": ["--smoke"],
+               "engine_ablation.py": ["--shapes", "4x16x40", "--d", "8", "--d-mu", "3"]}
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / s), *args,
                                "--device", "cpu", "--out", str(tmp_path)],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for s in scripts]
+                              stderr=subprocess.STDOUT, text=True) for s, args in scripts.items()]
     for script, proc in zip(scripts, procs, strict=True):
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, f"{script}:\n{out[-3000:]}"
@@ -58,9 +59,32 @@ def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
     for name in ("convert-cpu.json", "eval-cpu.json", "riem_ablation.json", "bench-cpu.json"):
         assert name in doc and (ROOT / "benchmarks" / "results" / name).exists(), name
 
+    abl = json.loads((tmp_path / "engine_ablation-cpu.json").read_text())
+    (row,) = abl["rows"]
+    assert set(abl["settings"]["variants"]) <= row.keys()
+    # the variants differ only in how the same gradient is computed
+    assert row["rel_mse_max_abs_diff"] < 1e-5 and row["fit_speedup_vs"]["PerChunkRiem"] > 0
+
     ev = json.loads((tmp_path / "eval-cpu-smoke.json").read_text())
     assert ENV_FIELDS <= ev.keys()
     assert set(ev["images_per_s"]) == {"original_project", "original_plain", "converted_project",
                                        "converted_plain"}
     assert ev["converted"]["embedded_layers"] >= 1 and ev["paths_agree"]
     assert ev["ratio_converted_over_original_plain"] > 0
+
+
+def test_gpu_session_script_runs_every_part_in_smoke_mode(tmp_path: Path) -> None:
+    """benchmarks/gpu_session.sh is what a lent GPU machine runs, once: its plumbing (parts,
+    limits, result files) is checked here on the CPU at smoke sizes."""
+    env = {**os.environ, "SMOKE": "1", "RESULTS": str(tmp_path), "PYTHON": sys.executable}
+    env.pop("OUT", None)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh")], env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "gpu_session-log.txt").read_text()
+    for name in ("engine_ablation", "convert_resnet50", "compare", "eval", "profile"):
+        assert f"== {name}: rc=0" in log, log[-3000:]
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"engine_ablation-cpu.json", "convert-cpu-smoke-resnet50.json",
+            "convert-cpu-smoke-compare-layer3.json", "eval-cpu-smoke.json",
+            "convert-cpu-smoke-profile.json"} <= names, names

@@ -188,6 +188,50 @@ def test_gradients_through_shared_halves_equal_plain_autograd():
                               atol=1e-6)
 
 
+@pytest.mark.parametrize("activation,combine,wrap", [("sigmoid", "sum", True),
+                                                      ("tanh", "difference", False)])
+def test_hand_written_chunk_gradient_equals_autograd(activation, combine, wrap):
+    """The fit's fused inner loop (``RiemEmbedding.fused_chunk_grad``) must give autograd's
+    loss and gradients, also for a row subset (stochastic steps) and with a frozen element
+    whose loss is NaN (it gets no gradient and its NaN reaches no other element)."""
+    from riembench.fit import FitConfig, _accumulate_part
+
+    def grads(fused: bool, full: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = RiemEmbedding([0, 1, 2], 13, 17, d=6, d_mu=3, shifts=[0, 2, 4],
+                              activation=activation, combine=combine, wrap=wrap)
+        model.fused = fused
+        with torch.no_grad():
+            model.w[2] = float("nan")  # element 2 has diverged
+        target = torch.randn(3, 13, 17)
+        alive = torch.tensor([True, True, False])
+        cfg = FitConfig(chunk_elems=3 * 17 * 9 * 3 * 2, row_fraction=0.6)
+        loss = _accumulate_part(model, target, cfg, full, alive,
+                                torch.Generator().manual_seed(3), 0.7)
+        return loss, {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    for full in (True, False):
+        loss_a, ref = grads(False, full)
+        loss_f, got = grads(True, full)
+        assert torch.allclose(loss_f[:2], loss_a[:2], rtol=1e-5)
+        assert torch.isnan(loss_f[2])
+        for k in ref:
+            assert torch.isfinite(got[k][:2]).all(), k
+            assert torch.allclose(got[k][:2], ref[k][:2], rtol=1e-4, atol=1e-6), k
+    # and the fused step is the plain full-matrix loss's gradient
+    torch.manual_seed(0)
+    model = RiemEmbedding([0], 13, 17, d=6, d_mu=3, shifts=[0, 2, 4], activation=activation,
+                          combine=combine, wrap=wrap)
+    target = torch.randn(1, 13, 17)
+    _accumulate_part(model, target, FitConfig(chunk_elems=17 * 9 * 3 * 2), True,
+                     torch.ones(1, dtype=torch.bool), torch.Generator(), 1.0)
+    fused = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    (model.rows(slice(None)) - target).square().sum().backward()
+    for k, p in model.named_parameters():
+        assert torch.allclose(fused[k], p.grad, rtol=1e-4, atol=1e-6), k
+
+
 def test_warm_start_svd_once_per_distinct_layer_gives_the_same_start():
     """Stacked units repeat each layer once per seed: one SVD per layer, then per-seed
     rotations, must equal the per-element SVD start."""

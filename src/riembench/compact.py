@@ -11,6 +11,7 @@ buffer, so the checkpoint stores only what the method stores, and the file size 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -88,8 +89,12 @@ class EmbeddedLayer(nn.Module):
         return self._weight if self._weight is not None else self.generated_weight()
 
     @torch.no_grad()
-    def materialize(self) -> None:
-        self._weight = self.generated_weight()
+    def materialize(self, weight: torch.Tensor | None = None) -> None:
+        """Build the weight once; ``weight``: an already built reconstruction of this field
+        (the engine reconstructs all seeds of a fit unit in one batch on the fitting device)."""
+        if weight is not None and weight.numel() != math.prod(self.weight_shape):
+            raise ValueError(f"materialize: {tuple(weight.shape)} does not match {self.weight_shape}")
+        self._weight = self.generated_weight() if weight is None else weight.reshape(self.weight_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight

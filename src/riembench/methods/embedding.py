@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from riembench.compact import EmbeddedLayer, materialize, quantize_embedded, tie_chain
+from riembench.compact import EmbeddedLayer, quantize_embedded, tie_chain
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.fit import BatchedEmbedding, FitConfig, FitResult, fit, fit_parts
 from riembench.methods.base import (
@@ -214,13 +214,18 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
         seeds = list(job.seeds)
         per_layer: dict[str, dict[str, Any]] = {}
         elements: dict[tuple[str, int], BatchedEmbedding] = {}
+        built: dict[tuple[str, int], torch.Tensor] = {}
         failed: dict[int, str] = {}
         for unit in units:
             result, parts = self._fit_unit(unit, seeds, job.device)
+            # every seed's weights in one batched pass on the fitting device, not one
+            # reconstruction per seed and layer on the CPU later
+            weights = [p.reconstruct(self.cfg.fit.chunk_elems).cpu() for p in parts]
             for k, name in enumerate(unit.layers):
                 for i, seed in enumerate(seeds):
                     part_idx, b = unit.locate(k, i, len(seeds))
                     elements[(name, seed)] = parts[part_idx].element(b).cpu()
+                    built[(name, seed)] = weights[part_idx][b]
                     if result.failed[b] and seed not in failed:
                         failed[seed] = f"{name}: {result.failed[b]}"
                 per_layer[name] = {"shape": list(unit.shapes[k]), "dims": unit.dims,
@@ -228,8 +233,8 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
                                    "rel_mse": [float(result.rel_mse[unit.part_of(k), unit.locate(k, i, len(seeds))[1]])
                                                for i in range(len(seeds))],
                                    "init": unit.init_info, "fit_wall_time_s": result.wall_time_s}
-        return [self._seed_model(job, units, elements, per_layer, i, seed, failed.get(seed))
-                for i, seed in enumerate(seeds)]
+        return [self._seed_model(job, units, elements, built, per_layer, i, seed,
+                                 failed.get(seed)) for i, seed in enumerate(seeds)]
 
     def prepare(self, model: nn.Module, layers: list[str]) -> tuple[nn.Module, dict[str, Any]]:
         """Structured pruning first when ``prune_ratio`` > 0 (table 3), else nothing."""
@@ -288,6 +293,7 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
 
     def _seed_model(self, job: NetworkJob, units: list[FitUnit],
                     elements: dict[tuple[str, int], BatchedEmbedding],
+                    built: dict[tuple[str, int], torch.Tensor],
                     per_layer: dict[str, dict[str, Any]], index: int, seed: int,
                     failed: str | None) -> CompressedNet:
         layers_info = {n: {**v, "rel_mse": v["rel_mse"][index]} for n, v in per_layer.items()}
@@ -300,11 +306,12 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
             converted = []
             for name in unit.layers:
                 layer = EmbeddedLayer(elements[(name, seed)], get_module(job.model, name))
+                layer.materialize(built[(name, seed)])
                 set_module(model, name, layer)
                 converted.append(layer)
             if unit.chain:
                 tie_chain(converted)
-        materialize(model.eval())
+        model.eval()
         info.update(self.quantize(model, job))
         return CompressedNet(model, info)
 

@@ -1,16 +1,22 @@
-"""The engine's shared halves vs rebuilding them per row chunk, measured in one run.
+"""The engine's RieM inner-loop changes against the engine without them, measured in one run.
 
-Why: ``RiemEmbedding.halves`` builds the row and column halves of the pre-activation once per
-fit step (and once per ``reconstruct``), and the row chunks back-propagate into them; before,
-every chunk rebuilt the column half. The reference here is the same engine with ``halves``
-switched off (a subclass returning None), so both sides run the same loss, optimizer, init and
-steps on the same shapes, each in a fresh process (so peak RSS is per run), and the final
-errors must agree. The largest default shape is resnet18's layer4 3x3 stack x 10 seeds.
+Variants, each the previous one plus one change (all the same loss, optimizer, init and steps
+on the same shapes, each in a fresh process so its peak RSS is its own; final errors must agree):
 
-    python benchmarks/engine_halves.py                 # cuda if present, else CPU (one thread)
-    python benchmarks/engine_halves.py --device cpu
+* ``PerChunkRiem``: every row chunk rebuilds the row and column halves of the pre-activation
+  and autograd differentiates it (the engine before the shared halves);
+* ``AutogradRiem``: ``RiemEmbedding.halves`` built once per step, chunks back-propagate into
+  them by autograd (``fused = False``);
+* ``RiemEmbedding``: the engine as it is: shared halves and the hand-written chunk gradient
+  (``fused_chunk_grad``: one reused buffer, in place, no graph).
 
-Writes ``benchmarks/results/engine_halves-<device>.json``.
+The largest default shape is resnet18's layer4 3x3 stack x 10 seeds.
+
+    python benchmarks/engine_ablation.py                 # cuda if present, else CPU (one thread)
+    python benchmarks/engine_ablation.py --device cpu --shapes 30x128x1152
+
+Writes ``benchmarks/results/engine_ablation-<device>.json``. (``engine_halves-cpu.json`` is
+the earlier two-variant run of this script, before the fused gradient.)
 """
 
 from __future__ import annotations
@@ -33,10 +39,21 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 class PerChunkRiem(RiemEmbedding):
-    """The engine before the change: no shared halves, every chunk rebuilds them."""
+    """The engine before the shared halves: every chunk rebuilds them, autograd."""
+
+    fused = False
 
     def halves(self) -> None:  # type: ignore[override]
         return None
+
+
+class AutogradRiem(RiemEmbedding):
+    """Shared halves, autograd through each chunk (the engine before the fused gradient)."""
+
+    fused = False
+
+
+VARIANTS = ("PerChunkRiem", "AutogradRiem", "RiemEmbedding")
 
 
 def run_once(cls: type[RiemEmbedding], shape: tuple[int, int, int], d: int, d_mu: int,
@@ -61,7 +78,7 @@ def run_in_child(variant: str, shape: tuple[int, int, int], d: int, d_mu: int, s
     """:func:`run_once` in a fresh process, so its peak RSS (``ru_maxrss``) is its own."""
     here = str(Path(__file__).resolve().parent)
     code = (f"import json, resource, sys, torch; sys.path.insert(0, {here!r}); "
-            f"import engine_halves as e; torch.set_num_threads({threads}); "
+            f"import engine_ablation as e; torch.set_num_threads({threads}); "
             f"r = e.run_once(e.{variant}, {tuple(shape)!r}, {d}, {d_mu}, {steps}, "
             f"torch.device({str(device)!r})); "
             "r['peak_rss_mib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024; "
@@ -85,41 +102,43 @@ def main() -> None:
     ap.add_argument("--d-mu", type=int, default=8)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help="comma list; speed-ups are against the last one")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
                           if args.device == "auto" else args.device)
+    variants = args.variants.split(",")
     rows = []
     for text in args.shapes.split(","):
         shape = tuple(int(x) for x in text.split("x"))
-        ref = run_in_child("PerChunkRiem", shape, args.d, args.d_mu, args.steps, device,
-                           args.threads)
-        new = run_in_child("RiemEmbedding", shape, args.d, args.d_mu, args.steps, device,
-                           args.threads)
-        row = {"shape": list(shape), "per_chunk": ref, "shared_halves": new,
-               "fit_speedup": ref["fit_s"] / new["fit_s"],
-               "peak_rss_ratio": new["peak_rss_mib"] / ref["peak_rss_mib"],
-               "init_speedup": ref["init_s"] / new["init_s"],
-               "rel_mse_abs_diff": abs(ref["rel_mse_mean"] - new["rel_mse_mean"])}
+        runs = {v: run_in_child(v, shape, args.d, args.d_mu, args.steps, device, args.threads)
+                for v in variants}
+        last = runs[variants[-1]]
+        row = {"shape": list(shape), **runs,
+               "fit_speedup_vs": {v: r["fit_s"] / last["fit_s"] for v, r in runs.items()},
+               "init_speedup_vs": {v: r["init_s"] / last["init_s"] for v, r in runs.items()},
+               "rel_mse_max_abs_diff": max(abs(r["rel_mse_mean"] - last["rel_mse_mean"])
+                                           for r in runs.values())}
         rows.append(row)
-        print(f"{text}: fit {ref['fit_s']:.2f} -> {new['fit_s']:.2f} s "
-              f"({row['fit_speedup']:.2f}x), warm start {ref['init_s']:.2f} -> "
-              f"{new['init_s']:.2f} s ({row['init_speedup']:.2f}x), rel. MSE "
-              f"{ref['rel_mse_mean']:.6f} / {new['rel_mse_mean']:.6f}, peak RSS "
-              f"{ref['peak_rss_mib']:.0f} / {new['peak_rss_mib']:.0f} MiB")
+        print(text + ": " + "; ".join(
+            f"{v} fit {r['fit_s']:.2f} s ({row['fit_speedup_vs'][v]:.2f}x), warm start "
+            f"{r['init_s']:.2f} s, rel. MSE {r['rel_mse_mean']:.6f}, peak RSS "
+            f"{r['peak_rss_mib']:.0f} MiB" for v, r in runs.items()))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
         f"cpu:{platform.processor() or platform.machine()} x{args.threads} threads")
-    result = {"benchmark": "engine_halves", "device": name,
+    result = {"benchmark": "engine_ablation", "device": name,
               "date": datetime.now(UTC).isoformat(timespec="seconds"),
               "git_revision": git_revision(), "versions": package_versions(),
               "loadavg": [round(x, 2) for x in __import__("os").getloadavg()],
               "settings": {"d": args.d, "d_mu": args.d_mu, "steps": args.steps,
-                           "threads": args.threads, "lr": 1e-3, "init": "svd"},
+                           "threads": args.threads, "lr": 1e-3, "init": "svd",
+                           "variants": variants},
               "rows": rows}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"engine_halves-{device.type}.json"
+    path = out / f"engine_ablation-{device.type}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
 

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# One prepared run of every GPU measurement issue 7 asks for, ordered by what matters most and
+# sized to finish inside one device call (10 minutes) of a 15-minute lease.
+#
+# Why a script: a lent GPU machine is bare, billed from its start, and may be lent once; the
+# checks must be one short command that writes its results as it goes, so that a part that runs
+# out of time loses only itself. Each part has its own `timeout`; results land in
+# benchmarks/results/ and, when $OUT is set (the device tool), are copied there.
+#
+#   bash benchmarks/gpu_session.sh            # on the GPU machine (python3 with torch there)
+#   SMOKE=1 bash benchmarks/gpu_session.sh    # seconds, on the CPU (tests/test_benchmarks.py)
+#
+# The device image has torch, torchvision, pandas, scikit-learn but not hydra-core/omegaconf:
+# carry them as wheels (see docs/benchmarks.md, "For a GPU session"); they are installed from
+# .whl/ when that folder exists.
+set -u
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
+if [ -d .whl ]; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH}
+RES=${RESULTS:-benchmarks/results}
+mkdir -p "$RES"
+LOG=$RES/gpu_session-log.txt
+: >"$LOG"
+
+if [ "${SMOKE:-0}" = 1 ]; then
+    DEV=cpu; MODE=(--smoke); ABL=(--shapes 4x16x40 --d 8 --d-mu 3); CMP=()
+    T_ABL=120; T_R50=120; T_CMP=120; T_EVAL=120; T_PROF=120
+else
+    DEV=cuda; MODE=(--full); ABL=(); CMP=(--layers 'layer3.*' --steps 20)
+    # seconds per part; the sum (with start-up) stays under the device tool's 600 s per call
+    T_ABL=60; T_R50=270; T_CMP=90; T_EVAL=45; T_PROF=75
+fi
+
+part() {  # part NAME SECONDS CMD...: run one part, keep going whatever it returns
+    local name=$1 secs=$2; shift 2
+    local t0=$SECONDS
+    echo "== $name (limit ${secs}s): $*" | tee -a "$LOG"
+    timeout --signal=INT --kill-after=10 "$secs" "$@" >>"$LOG" 2>&1
+    echo "== $name: rc=$? after $((SECONDS - t0))s" | tee -a "$LOG"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || true
+  "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+} >>"$LOG" 2>&1
+
+# 1. the fused inner loop vs autograd vs per-chunk rebuild, the engine's own ablation
+part engine_ablation $T_ABL "$PY" benchmarks/engine_ablation.py --device $DEV --out "$RES" "${ABL[@]}"
+# 2. the headline: all of ResNet-50, ten seeds, 2000 steps, wall time and peak GPU memory
+part convert_resnet50 $T_R50 "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
+    --parts convert --convert-archs resnet50 --tag resnet50
+# 3. engine vs per-layer, per-seed loops (same loss, optimizer, steps), resnet18 layer3 x 10 seeds
+part compare $T_CMP "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
+    --parts compare "${CMP[@]}" --tag compare-layer3
+# 4. evaluation throughput: project path vs a plain timm-style loop
+part eval $T_EVAL "$PY" benchmarks/eval_throughput.py "${MODE[@]}" --device $DEV --out "$RES"
+# 5. where the time goes: torch.profiler over one resnet18 compress, and the probe variants
+part profile $T_PROF "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
+    --parts profile,probe --tag profile
+
+if [ -n "${OUT:-}" ]; then
+    cp "$RES"/*-"$DEV"*.json "$RES"/profile-"$DEV"*.txt "$LOG" "$OUT"/ 2>/dev/null || true
+fi
+echo "done; log: $LOG"
