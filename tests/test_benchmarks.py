@@ -21,9 +21,12 @@ ENV_FIELDS = {"device", "device_kind", "date", "git_revision", "python", "torch"
 def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "disabled"}
     scripts = {"convert.py": ["--smoke"], "eval_throughput.py": ["--smoke"],
-               "engine_ablation.py": ["--shapes", "4x16x40", "--d", "8", "--d-mu", "3"]}
+               "engine_ablation.py": ["--shapes", "4x16x40", "--d", "8", "--d-mu", "3"],
+               "init_compare.py": ["--quick", "--steps", "20", "--families", "lp_field",
+                                   "--resnet-layers", "layer1.0.conv1", "--lenet-epochs", "1"]}
+    out_of = {"init_compare.py": ["--out", str(tmp_path / "init_compare.json")]}
     procs = [subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / s), *args,
-                               "--device", "cpu", "--out", str(tmp_path)],
+                               *out_of.get(s, ["--device", "cpu", "--out", str(tmp_path)])],
                               cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for s, args in scripts.items()]
     for script, proc in zip(scripts, procs, strict=True):
@@ -64,6 +67,10 @@ def test_benchmark_smoke_modes_write_their_json(tmp_path: Path) -> None:
     assert set(abl["settings"]["variants"]) <= row.keys()
     # the variants differ only in how the same gradient is computed
     assert row["rel_mse_max_abs_diff"] < 1e-5 and row["fit_speedup_vs"]["PerChunkRiem"] > 0
+
+    init = json.loads((tmp_path / "init_compare.json").read_text())
+    inits = {(c["method"], c["init"]) for c in init["cells"]}
+    assert {("lpnorm", "random"), ("lpnorm", "mds"), ("riem", "svd"), ("riem", "spectral")} <= inits
 
     ev = json.loads((tmp_path / "eval-cpu-smoke.json").read_text())
     assert ENV_FIELDS <= ev.keys()

@@ -86,7 +86,7 @@ def test_converted_layer_reproduces_low_rank_weight():
     net = nn.Sequential(nn.Linear(40, 30), nn.ReLU(), nn.Linear(30, 5)).eval()
     with torch.no_grad():  # a rank-3 weight: what a 30 x 40 RieM of modest size can hold
         net[0].weight.copy_(torch.randn(30, 3) @ torch.randn(3, 40) / 3)
-    riem = method("riem", fit={"steps": 150, "lr": 3e-3})
+    riem = method("riem", init="svd", fit={"steps": 150, "lr": 3e-3})
     outs = riem.compress(NetworkJob(net, ["0"], SizeTarget(None, dims={"d": 12, "d_mu": 7}),
                                     [0, 1], CPU, torch.zeros(1, 40)))
     w = net[0].weight
@@ -182,7 +182,7 @@ def test_converted_model_keeps_accuracy_on_digits(tmp_path: Path):
     net.eval()
     base = evaluate_accuracy(net, task.test)
     assert base > 90
-    riem = method("riem", share=False, d_mu_ratio=0.5, fit={"steps": 100, "lr": 1e-3})
+    riem = method("riem", init="svd", share=False, d_mu_ratio=0.5, fit={"steps": 100, "lr": 1e-3})
     layers = select_layers(net, "fc")
     outs = riem.compress(NetworkJob(net, layers, SizeTarget(int(0.8 * (64 * 48 + 48 * 10))),
                                     [0, 1], CPU, torch.zeros(1, 1, 8, 8)))

@@ -22,8 +22,11 @@ from riembench.fit import (
     init_riem_chain,
     init_riem_from_svd,
 )
+from riembench.init_mds import init_riem_spectral, init_riem_spectral_chain
 from riembench.methods.base import METHODS
 from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
+
+RIEM_INITS = ("spectral", "svd", "random")
 
 
 @dataclass
@@ -43,9 +46,11 @@ class RiemConfig(EmbeddingMethodConfig):
     activation: str = "sigmoid"
     wrap: bool = True
     combine: str = "sum"
-    #: "svd": data-free warm start from a truncated SVD (see fit.init_riem_from_svd), seeds
-    #: rotate the factors; "random": the authors' uniform init
-    init: str = "svd"
+    #: data-free start (docs/init.md measures them): "spectral", principal coordinates of W's
+    #: rows and columns as positions (init_mds.init_riem_spectral; lowest final error on every
+    #: target measured); "svd", the warm start that builds a truncated SVD at step 0
+    #: (fit.init_riem_from_svd; best for short fits); "random", the authors' uniform init
+    init: str = "spectral"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,8 +58,8 @@ class RiemConfig(EmbeddingMethodConfig):
             raise RiembenchError(f"unknown riem activation '{self.activation}'; known: {', '.join(ACTIVATIONS)}")
         if self.combine not in ("sum", "difference"):
             raise RiembenchError(f"riem combine must be 'sum' or 'difference', got '{self.combine}'")
-        if self.init not in ("svd", "random"):
-            raise RiembenchError(f"riem init must be 'svd' or 'random', got '{self.init}'")
+        if self.init not in RIEM_INITS:
+            raise RiembenchError(f"riem init must be one of {', '.join(RIEM_INITS)}, got '{self.init}'")
 
 
 @METHODS.register("riem", RiemConfig)
@@ -81,6 +86,10 @@ class RiemMethod(EmbeddingMethod):
                    seeds: Sequence[int]) -> dict[str, Any]:
         if self.cfg.init == "random":
             return {"init": "random"}
+        if self.cfg.init == "spectral":
+            if len(parts) == 1:
+                return init_riem_spectral(parts[0], targets[0], seeds=seeds)
+            return init_riem_spectral_chain(parts, targets, seeds=seeds)
         if len(parts) == 1:
             ranks = [init_riem_from_svd(parts[0], targets[0], seeds=seeds)]
         else:
