@@ -327,7 +327,8 @@ def convert_child(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_arch(spec["arch"])
     layers = select_layers(model, spec["layers"])
     overrides = {"chunk_elems": spec["chunk_elems"]} if spec["chunk_elems"] else {}
-    method = riem_method(spec["steps"], spec["init"], **overrides)
+    method = riem_method(spec["steps"], spec["init"], progress=spec.get("progress", False),
+                         **overrides)
     job = make_job(model, layers, spec["ratio"], spec["seeds"], device)
     units = method.plan(job)
     if device.type == "cuda":
@@ -374,11 +375,14 @@ def convert(args: argparse.Namespace, device: torch.device) -> list[dict[str, An
         spec = {"arch": arch, "layers": args.convert_layers, "seeds": args.convert_seeds,
                 "steps": args.convert_steps, "init": args.convert_init, "ratio": args.ratio,
                 "chunk_elems": args.chunk_elems, "device": str(device),
-                "threads": torch.get_num_threads()}
+                "threads": torch.get_num_threads(), "progress": bool(args.progress)}
+        # with --progress the child's bars go to our stderr (a run cut short by a time limit
+        # still shows how far each fit unit got)
         proc = subprocess.run([sys.executable, __file__, "--child-convert", json.dumps(spec)],
-                              check=False, capture_output=True, text=True)
+                              check=False, stdout=subprocess.PIPE,
+                              stderr=None if args.progress else subprocess.PIPE, text=True)
         if proc.returncode != 0:
-            raise SystemExit(f"conversion of {arch} failed:\n{proc.stderr[-3000:]}")
+            raise SystemExit(f"conversion of {arch} failed:\n{(proc.stderr or '')[-3000:]}")
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         row["cpu_sized"] = device.type == "cpu"
         rows.append(row)
@@ -706,9 +710,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--convert-layers")
     ap.add_argument("--convert-seeds", type=int)
     ap.add_argument("--convert-steps", type=int)
-    ap.add_argument("--convert-init", choices=["random", "svd"],
-                    help="convert: init (the method's default, svd, except in --smoke)")
+    ap.add_argument("--convert-init", choices=["random", "svd", "spectral"],
+                    help="convert: init (svd in the cpu and full presets, random in --smoke)")
     ap.add_argument("--chunk-elems", type=int, help="convert: override fit.chunk_elems")
+    ap.add_argument("--progress", action="store_true",
+                    help="convert: progress bars per fit unit on stderr")
     ap.add_argument("--probe-shape", type=int, nargs=3, metavar=("BATCH", "M", "N"))
     ap.add_argument("--probe-big-chunk", type=int, default=2**27)
     ap.add_argument("--probe-repeats", type=int, default=1)

@@ -29,11 +29,13 @@ LOG=$RES/gpu_session-log.txt
 
 if [ "${SMOKE:-0}" = 1 ]; then
     DEV=cpu; MODE=(--smoke); ABL=(--shapes 4x16x40 --d 8 --d-mu 3); CMP=()
-    T_ABL=120; T_R50=120; T_CMP=120; T_EVAL=120; T_PROF=120
+    T_ABL=120; T_R50=120; T_CMP=120; T_EVAL=120; T_PROF=120; T_MEM=120; MEM=(--n 500 --seeds 2)
 else
     DEV=cuda; MODE=(--full); ABL=(); CMP=(--layers 'layer3.*' --steps 20)
-    # seconds per part; the sum (with start-up) stays under the device tool's 600 s per call
-    T_ABL=60; T_R50=270; T_CMP=90; T_EVAL=45; T_PROF=75
+    # seconds per part; the sum (with start-up) stays under the device tool's 600 s per call.
+    # ResNet-50 first and longest: it is the headline (issue 7: <= 10 min on one H100)
+    T_ABL=45; T_R50=360; T_CMP=50; T_EVAL=30; T_PROF=45; T_MEM=30
+    MEM=(--n 10000 --seeds 10 --ratio 0.1)  # table 5's largest cell, one step
 fi
 
 part() {  # part NAME SECONDS CMD...: run one part, keep going whatever it returns
@@ -48,11 +50,12 @@ part() {  # part NAME SECONDS CMD...: run one part, keep going whatever it retur
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 } >>"$LOG" 2>&1
 
-# 1. the fused inner loop vs autograd vs per-chunk rebuild, the engine's own ablation
-part engine_ablation $T_ABL "$PY" benchmarks/engine_ablation.py --device $DEV --out "$RES" "${ABL[@]}"
-# 2. the headline: all of ResNet-50, ten seeds, 2000 steps, wall time and peak GPU memory
+# 1. the headline: all of ResNet-50, ten seeds, 2000 steps, wall time and peak GPU memory
+#    (progress bars in the log: a run cut short still shows how far each fit unit got)
 part convert_resnet50 $T_R50 "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
-    --parts convert --convert-archs resnet50 --tag resnet50
+    --parts convert --convert-archs resnet50 --convert-init spectral --progress --tag resnet50
+# 2. the fused inner loop vs autograd vs per-chunk rebuild, the engine's own ablation
+part engine_ablation $T_ABL "$PY" benchmarks/engine_ablation.py --device $DEV --out "$RES" "${ABL[@]}"
 # 3. engine vs per-layer, per-seed loops (same loss, optimizer, steps), resnet18 layer3 x 10 seeds
 part compare $T_CMP "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
     --parts compare "${CMP[@]}" --tag compare-layer3
@@ -62,7 +65,13 @@ part eval $T_EVAL "$PY" benchmarks/eval_throughput.py "${MODE[@]}" --device $DEV
 part profile $T_PROF "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --out "$RES" \
     --parts profile,probe --tag profile
 
+# 6. peak GPU memory of a 10000 x 10000 x 10 seeds fit against the memory model
+part memory $T_MEM "$PY" benchmarks/memory.py --device $DEV --out "$RES" "${MEM[@]}" --tag n10000
+
 if [ -n "${OUT:-}" ]; then
-    cp "$RES"/*-"$DEV"*.json "$RES"/profile-"$DEV"*.txt "$LOG" "$OUT"/ 2>/dev/null || true
+    # one archive (the device tool brings back at most 8 files) plus the log
+    (cd "$RES" && tar czf "$OUT"/gpu_session-results.tgz ./*-"$DEV"*.json ./profile-"$DEV"*.txt \
+        gpu_session-log.txt 2>/dev/null) || true
+    cp "$LOG" "$OUT"/ 2>/dev/null || true
 fi
 echo "done; log: $LOG"

@@ -89,9 +89,11 @@ def test_gpu_session_script_runs_every_part_in_smoke_mode(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (tmp_path / "gpu_session-log.txt").read_text()
-    for name in ("engine_ablation", "convert_resnet50", "compare", "eval", "profile"):
+    for name in ("engine_ablation", "convert_resnet50", "compare", "eval", "profile", "memory"):
         assert f"== {name}: rc=0" in log, log[-3000:]
     names = {p.name for p in tmp_path.iterdir()}
     assert {"engine_ablation-cpu.json", "convert-cpu-smoke-resnet50.json",
             "convert-cpu-smoke-compare-layer3.json", "eval-cpu-smoke.json",
-            "convert-cpu-smoke-profile.json"} <= names, names
+            "convert-cpu-smoke-profile.json", "memory-cpu-n10000.json"} <= names, names
+    mem = json.loads((tmp_path / "memory-cpu-n10000.json").read_text())
+    assert mem["settings"]["n"] == 500 and mem["added_over_model"] > 0

@@ -109,8 +109,14 @@ class BatchedEmbedding(nn.Module, ABC):
         """The full (B, m, n) reconstruction, built chunk by chunk."""
         step = self.rows_per_chunk(chunk_elems)
         halves = self.halves()
-        return torch.cat([self.rows_from(halves, slice(i, min(i + step, self.m)))
-                          for i in range(0, self.m, step)], 1)
+        out = None
+        for i in range(0, self.m, step):  # into one preallocated tensor (no list + cat copy)
+            rows = self.rows_from(halves, slice(i, min(i + step, self.m)))
+            if out is None:
+                out = rows.new_empty(self.batch, self.m, self.n)
+            out[:, i:i + rows.shape[1]] = rows
+        assert out is not None
+        return out
 
     #: the linear read-out of :meth:`features`: (weights over the features, offset)
     READOUT: tuple[str, str] = ("w", "c")
@@ -561,7 +567,8 @@ def fit_parts(parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor]
             raise ValueError(f"target {tuple(t.shape)} does not match part {(part.batch, part.m, part.n)}")
         mean = t.mean((1, 2))
         std = t.std((1, 2)).clamp_min(1e-12) if t[0].numel() > 1 else torch.ones_like(mean)
-        tgts.append((t - mean[:, None, None]) / std[:, None, None])
+        # one new (B, m, n) tensor, divided in place: a 10-seed 10000 x 10000 target is 4 GB
+        tgts.append((t - mean[:, None, None]).div_(std[:, None, None]))
         means.append(mean)
         stds.append(std)
 
@@ -635,8 +642,9 @@ def fit_parts(parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor]
         for part, std, mean in zip(parts, stds, means):
             part.fold_affine(std, mean)
     mse = torch.stack([best_parts[k] * stds[k].square() for k in range(len(parts))])
-    var = torch.stack([t.to(torch.float64).var((1, 2)).to(mse) if t[0].numel() > 1
-                       else torch.ones(batch).to(mse) for t in targets])
+    # the variance as the standardisation measured it (no float64 copy of the targets)
+    var = torch.stack([std.square() if t[0].numel() > 1 else torch.ones(batch).to(mse)
+                       for t, std in zip(targets, stds, strict=True)]).to(mse)
     return FitResult(mse=mse.cpu(), rel_mse=(mse / var.clamp_min(1e-30)).cpu(), failed=failed,
                      best_step=best_step, steps_run=step + 1,
                      wall_time_s=time.perf_counter() - start, history=history)
