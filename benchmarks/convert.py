@@ -91,7 +91,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "threads": 1},
     "full": {"arch": "resnet18", "layers": "all", "seeds": 10, "steps": 100,
              "convert_archs": "resnet18,resnet50", "convert_layers": "all", "convert_seeds": 10,
-             "convert_steps": 2000, "convert_init": "svd",
+             # the method's default start (docs/init.md); the CPU preset keeps svd, which its
+             # committed results used
+             "convert_steps": 2000, "convert_init": "spectral",
              # resnet50's layer4 3x3 conv stack x 10 seeds (3 x 10 elements, 512 x 4608)
              "probe_shape": [30, 512, 4608], "probe_compile": True, "probe_fit_steps": 50,
              "profile_layers": "all", "profile_seeds": 10, "profile_steps": 5,

@@ -177,3 +177,14 @@ def test_short_fit_from_mds_beats_random_and_svd_riem_still_works():
     riem = RiemEmbedding([0, 1], m, n, 8, 3, default_shifts(8, 6))
     init_riem_from_svd(riem, t, seeds=[0, 1])
     assert torch.isfinite(fit(riem, t, cfg).rel_mse).all()
+
+
+def test_gauge_recovery_only_where_it_is_determined():
+    """The rows/columns gauge solves k(k+1)/2 + k + 1 unknowns from m (n) means: it is used only
+    when there are more equations than unknowns (else the start would need O(k^4) memory, as a
+    1000 x 1000 table-5 target at d = 148 did: 23 GB, killed)."""
+    from riembench.init_mds import _gauge_sides
+
+    assert _gauge_sides(1000, 1000, 148) == ("identity",)
+    assert _gauge_sides(512, 4608, 30) == ("rows", "cols", "identity")
+    assert _gauge_sides(60, 5000, 12) == ("cols", "identity")

@@ -122,7 +122,7 @@ def _centred_factors(dsq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     """Balanced rank-k factors L, M of -1/2 J_m dsq J_n (zero-padded past its rank)."""
     b, m, n = dsq.shape
     cen = dsq - dsq.mean(1, keepdim=True) - dsq.mean(2, keepdim=True) + dsq.mean((1, 2), keepdim=True)
-    u, s, vh = torch.linalg.svd(-0.5 * cen, full_matrices=False)
+    u, s, vh = _svd_of_distinct(-0.5 * cen)  # stacked units repeat each layer per seed
     k_eff = min(k, s.shape[-1])
     root = s[:, :k_eff].sqrt()
     left = u[:, :, :k_eff] * root[:, None]
@@ -170,6 +170,16 @@ def _unfold(dsq: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor],
         raise ValueError(f"side must be rows, cols or identity, got '{side}'")
     mu = (g_pinv_half @ v[..., None])[..., 0]  # (B, k)
     return left @ g_half + mu[:, None, :], right @ g_pinv_half
+
+
+def _gauge_sides(m: int, n: int, k: int) -> tuple[str, ...]:
+    """The gauge recoveries of :func:`_unfold` that are determined: the rows side solves for
+    k (k + 1) / 2 + k + 1 unknowns from m row means (the columns side from n), so it is tried
+    only with more equations than unknowns. Why a rule: past that the system is
+    underdetermined, and its normal equations grow as k^4 (a 1000 x 1000 target at d = 148
+    would need about 10 GB per seed)."""
+    unknowns = k * (k + 1) // 2 + k + 1
+    return tuple(side for side, eqs in (("rows", m), ("cols", n)) if unknowns < eqs) + ("identity",)
 
 
 def _split_heads(x: torch.Tensor, heads: int, mode: str) -> torch.Tensor:
@@ -225,7 +235,7 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
         for delta in offsets:
             dsq = (base + float(delta)).square()
             factors = _centred_factors(dsq, d)  # one SVD per (sign, offset), shared by the gauges
-            for side in ("rows", "cols", "identity"):
+            for side in _gauge_sides(model.m, model.n, d):
                 left, right = _unfold(dsq, factors, side)
                 for split in ("block", "interleave") if heads > 1 else ("block",):
                     p, r = _to_unit_box(_split_heads(left, heads, split), _split_heads(right, heads, split))
