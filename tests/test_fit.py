@@ -245,3 +245,18 @@ def test_warm_start_svd_once_per_distinct_layer_gives_the_same_start():
     assert torch.allclose(s, s0, atol=1e-5)
     assert torch.allclose(u * s[:, None] @ vh, u0 * s0[:, None] @ vh0, atol=1e-4)
     assert torch.equal(u[0], u[2]) and torch.equal(vh[3], vh[4])
+
+
+@pytest.mark.parametrize("kind", ["riem", "lpnorm"])
+def test_refit_readout_returns_the_error_of_the_new_readout(kind):
+    """The read-out refit scores itself from its normal equations (the data-free starts use
+    that instead of a reconstruction): it must equal the reconstruction's mean squared error."""
+    torch.manual_seed(0)
+    model = (RiemEmbedding([0, 1], 13, 17, d=6, d_mu=3, shifts=[0, 2, 4]) if kind == "riem"
+             else LpNormEmbedding([0, 1], 13, 17, d=4, heads=2, p=2.0))
+    target = torch.randn(2, 13, 17)
+    mse = model.refit_readout(target, chunk_elems=200)
+    with torch.no_grad():
+        ref = (model.reconstruct() - target).double().square().mean((1, 2))
+    assert torch.allclose(mse, ref, rtol=1e-4)
+    assert (mse < target.double().var((1, 2))).all()

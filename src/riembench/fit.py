@@ -133,7 +133,7 @@ class BatchedEmbedding(nn.Module, ABC):
         return getattr(self, self.READOUT[0]).shape[-1] + int(getattr(self, "has_offset", True))
 
     @torch.no_grad()
-    def refit_readout(self, targets: torch.Tensor, chunk_elems: int = 2**24) -> None:
+    def refit_readout(self, targets: torch.Tensor, chunk_elems: int = 2**24) -> torch.Tensor:
         """Least-squares read-out for the current features, per element, against ``targets``
         (B, m, n).
 
@@ -141,7 +141,9 @@ class BatchedEmbedding(nn.Module, ABC):
         read-out no longer matches its features, and RieM's warm-started read-out weights are
         large and of both signs (they build products from differences of sigmoids), so small
         feature errors are amplified; re-solving the few read-out numbers removes that (measured
-        in docs/riem.md). Normal equations in float64, accumulated over row chunks.
+        in docs/riem.md). Normal equations in float64, accumulated over row chunks. Returns the
+        per-element mean squared error of the new read-out against ``targets`` (float64, from
+        the same normal equations: no reconstruction needed to score a start).
         """
         w_name, c_name = self.READOUT
         k = getattr(self, w_name).shape[-1]
@@ -149,22 +151,31 @@ class BatchedEmbedding(nn.Module, ABC):
         cols = k + int(offset)
         ata = targets.new_zeros(self.batch, cols, cols, dtype=torch.float64)
         aty = targets.new_zeros(self.batch, cols, dtype=torch.float64)
+        yty = targets.new_zeros(self.batch, dtype=torch.float64)
         step = self.rows_per_chunk(chunk_elems)
         halves = self.halves()
         for i in range(0, self.m, step):
             rows = slice(i, min(i + step, self.m))
             a = self.features(rows, halves).double().reshape(self.batch, -1, k)
-            if offset:
-                a = torch.cat([a, a.new_ones(*a.shape[:2], 1)], -1)
             y = targets[:, rows].double().reshape(self.batch, -1)
-            ata += a.transpose(1, 2) @ a
-            aty += (a.transpose(1, 2) @ y[..., None])[..., 0]
+            ata[:, :k, :k] += a.transpose(1, 2) @ a
+            aty[:, :k] += (a.transpose(1, 2) @ y[..., None])[..., 0]
+            yty += y.square().sum(1)
+            if offset:  # the constant column's blocks, without concatenating a column of ones
+                col = a.sum(1)
+                ata[:, :k, k] += col
+                ata[:, k, :k] += col
+                ata[:, k, k] += a.shape[1]
+                aty[:, k] += y.sum(1)
         ridge = 1e-12 * ata.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30) / cols
         eye = torch.eye(cols, dtype=torch.float64, device=ata.device)
         sol = torch.linalg.solve(ata + ridge[:, None, None] * eye, aty)
         getattr(self, w_name).copy_(sol[:, :k].to(getattr(self, w_name).dtype))
         if offset:
             getattr(self, c_name).copy_(sol[:, k].to(getattr(self, c_name).dtype))
+        # ||y - A x||^2 = y'y - 2 x'A'y + x'A'A x, at the solution x
+        sse = yty - 2 * (sol * aty).sum(1) + (sol[:, None, :] @ ata @ sol[..., None])[:, 0, 0]
+        return sse.clamp_min(0.0) / (self.m * self.n)
 
     def element(self, b: int) -> BatchedEmbedding:
         """A batch-of-one copy of element ``b`` (what one seed's compressed layer keeps)."""
@@ -335,9 +346,12 @@ class RiemEmbedding(BatchedEmbedding):
     def _combine(self, rowp: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         wk = self.w.repeat(1, len(self.shifts))  # w is shared across shifts (sum over s first)
         z = rowp[:, :, None, :] + cols[:, None, :, :]
+        return torch.einsum("brnk,bk->brn", self._activate(z), wk) + self.c[:, None, None]
+
+    def _activate(self, z: torch.Tensor) -> torch.Tensor:
+        """act(z); with no graph to keep, in z's own memory (reconstructions, read-out refits)."""
         in_place = _IN_PLACE.get(self.activation) if not torch.is_grad_enabled() else None
-        act = in_place[0](z) if in_place else self.act(z)  # no graph: reuse z's memory
-        return torch.einsum("brnk,bk->brn", act, wk) + self.c[:, None, None]
+        return in_place[0](z) if in_place else self.act(z)
 
     def rows(self, index: torch.Tensor | slice) -> torch.Tensor:
         return self._combine(self.row_part(index), self.shifted_columns())
@@ -398,7 +412,7 @@ class RiemEmbedding(BatchedEmbedding):
         rowp, cols = halves if halves is not None else self.halves()
         z = rowp[:, index][:, :, None, :] + cols[:, None, :, :]
         b, r, n, _ = z.shape
-        return self.act(z).view(b, r, n, len(self.shifts), self.d_mu).sum(3)
+        return self._activate(z).view(b, r, n, len(self.shifts), self.d_mu).sum(3)
 
     @torch.no_grad()
     def fold_affine(self, scale: torch.Tensor, shift: torch.Tensor) -> None:

@@ -91,12 +91,6 @@ def _ridge_lstsq(a: torch.Tensor, y: torch.Tensor, ridge: float = 1e-9) -> torch
     return torch.linalg.solve(ata + lam[:, None, None] * eye, aty)
 
 
-def _init_error(model: LpNormEmbedding | RiemEmbedding, t_std: torch.Tensor) -> torch.Tensor:
-    """Per-element relative MSE of the model against the standardised target (var = 1)."""
-    recon = model.reconstruct().to(torch.float64)
-    return (recon - t_std).square().mean((1, 2))
-
-
 def _to_unit_box(p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Translate (per coordinate, the same for rows and columns) and scale (one scalar per
     element) the positions into [0, 1], like the random init.
@@ -222,9 +216,9 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
     d, dh = model.d, model.d // model.heads
     if model.m < 2 or model.n < 2 or float(t_std.abs().amax()) == 0.0:
         # nothing to unfold (constant or 1-wide target): keep the random positions, fit lam, c
-        model.refit_readout(t_std.to(model.P))
+        err = model.refit_readout(t_std.to(model.P))
         return {"init": "mds", "init_note": "degenerate target: random positions kept",
-                "init_rel_mse": _init_error(model, t_std).tolist()}
+                "init_rel_mse": err.tolist()}
     best_err = torch.full((b,), math.inf, dtype=torch.float64, device=t_std.device)
     best_p, best_r = model.P.detach().clone(), model.R.detach().clone()
     best_lam, best_c = model.lam.detach().clone(), model.c.detach().clone()
@@ -243,8 +237,7 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
                         continue
                     model.P.copy_(p.to(model.P))
                     model.R.copy_(r.to(model.R))
-                    model.refit_readout(t_std.to(model.P))
-                    err = _init_error(model, t_std)
+                    err = model.refit_readout(t_std.to(model.P))
                     better = torch.isfinite(err) & (err < best_err)
                     if better.any():
                         best_err = torch.where(better, err, best_err)
@@ -272,9 +265,9 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
     model.R.copy_(r.to(model.R))
     model.lam.copy_(best_lam)
     model.c.copy_(best_c)
+    err = best_err
     if seeds is not None:  # rotation/jitter changed the distances (p != 2): re-solve lam, c
-        model.refit_readout(t_std.to(model.P))
-    err = _init_error(model, t_std)
+        err = model.refit_readout(t_std.to(model.P))
     return {"init": "mds", "init_rel_mse": err.tolist(),
             "init_choice": [{"sign": c[0], "offset": c[1], "gauge": c[2], "heads_split": c[3]}
                             if c else None for c in chosen]}
@@ -333,8 +326,7 @@ def init_lpnorm_farfield(model: LpNormEmbedding, targets: torch.Tensor,
     model.R.copy_(torch.cat([rp, r_e], -1).to(model.R))
     model.lam.copy_((-big_t / alpha.square()).to(model.lam))
     model.c.zero_()
-    model.refit_readout(t_std.to(model.P))
-    err = _init_error(model, t_std)
+    err = model.refit_readout(t_std.to(model.P))
     return {"init": "farfield", "init_rank": rank, "init_rel_mse": err.tolist()}
 
 
@@ -375,8 +367,7 @@ def init_riem_spectral(model: RiemEmbedding, targets: torch.Tensor, seeds: Seque
     r[..., :k] = right * scale * 0.999 + 0.5
     model.P.copy_(p.to(model.P))
     model.R.copy_(r.to(model.R))
-    model.refit_readout(t_std.to(model.P))
-    err = _init_error(model, t_std)
+    err = model.refit_readout(t_std.to(model.P))
     return {"init": "spectral", "init_rank": k, "init_rel_mse": err.tolist()}
 
 
@@ -412,6 +403,5 @@ def init_riem_spectral_chain(parts: Sequence[RiemEmbedding], targets: Sequence[t
         ranks.append(k)
     errs = []
     for part, t in zip(parts, t_std, strict=True):
-        part.refit_readout(t.to(part.P))
-        errs.append(_init_error(part, t).tolist())
+        errs.append(part.refit_readout(t.to(part.P)).tolist())
     return {"init": "spectral", "init_rank": ranks, "init_rel_mse": errs}
