@@ -167,9 +167,7 @@ class BatchedEmbedding(nn.Module, ABC):
                 ata[:, k, :k] += col
                 ata[:, k, k] += a.shape[1]
                 aty[:, k] += y.sum(1)
-        ridge = 1e-12 * ata.diagonal(dim1=1, dim2=2).sum(-1).clamp_min(1e-30) / cols
-        eye = torch.eye(cols, dtype=torch.float64, device=ata.device)
-        sol = torch.linalg.solve(ata + ridge[:, None, None] * eye, aty)
+        sol = ridge_solve(ata, aty, 1e-12)
         getattr(self, w_name).copy_(sol[:, :k].to(getattr(self, w_name).dtype))
         if offset:
             getattr(self, c_name).copy_(sol[:, k].to(getattr(self, c_name).dtype))
@@ -375,7 +373,7 @@ class RiemEmbedding(BatchedEmbedding):
         pre-activation, then the activation, then its derivative times the incoming gradient,
         all in place; the row and column halves get that buffer's sums over columns and rows.
         Same gradients as autograd to float rounding (tests/test_fit.py), 2.5x faster per chunk
-        on CPU (benchmarks/engine_fused.py). Sigmoid and tanh only: their derivative is a
+        on CPU (benchmarks/engine_ablation.py). Sigmoid and tanh only: their derivative is a
         function of their output, so the pre-activation need not be kept."""
         ops = _IN_PLACE.get(self.activation)
         if not self.fused or ops is None or leaves is None:
@@ -539,6 +537,24 @@ class FitResult:
     history: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
+def standardise(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """((t - mean) / std, mean, std) per element of a (B, m, n) stack: what the fit optimises
+    (and what the data-free starts build for). One new tensor, divided in place: a ten-seed
+    10000 x 10000 target is 4 GB."""
+    mean = t.mean((1, 2))
+    std = t.std((1, 2)).clamp_min(1e-12) if t[0].numel() > 1 else torch.ones_like(mean)
+    return (t - mean[:, None, None]).div_(std[:, None, None]), mean, std
+
+
+def ridge_solve(ata: torch.Tensor, aty: torch.Tensor, rel: float) -> torch.Tensor:
+    """Batched normal equations (B, F, F) x = (B, F) with a ridge of ``rel`` times the mean
+    diagonal: rank-deficient designs (collinear features, fewer equations than unknowns) stay
+    solvable while a well-posed system is changed only at that relative size."""
+    ridge = rel * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)
+    eye = torch.eye(ata.shape[-1], dtype=ata.dtype, device=ata.device)
+    return torch.linalg.solve(ata + ridge[:, None, None] * eye, aty)
+
+
 def _lr_factor(cfg: FitConfig, step: int) -> float:
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
@@ -579,10 +595,8 @@ def fit_parts(parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor]
         t = target.to(device=device, dtype=torch.float32)
         if t.shape != (part.batch, part.m, part.n) or part.batch != batch:
             raise ValueError(f"target {tuple(t.shape)} does not match part {(part.batch, part.m, part.n)}")
-        mean = t.mean((1, 2))
-        std = t.std((1, 2)).clamp_min(1e-12) if t[0].numel() > 1 else torch.ones_like(mean)
-        # one new (B, m, n) tensor, divided in place: a 10-seed 10000 x 10000 target is 4 GB
-        tgts.append((t - mean[:, None, None]).div_(std[:, None, None]))
+        t_std, mean, std = standardise(t)
+        tgts.append(t_std)
         means.append(mean)
         stds.append(std)
 
@@ -830,8 +844,7 @@ def _write_svd_start(model: RiemEmbedding, targets: torch.Tensor, amplitude: flo
     z0, curv = _curvature_point(model.act)
     z1, slope = _inflection_point(model.act)
     taken_r = set(taken_r or ())
-    t = targets.to(model.P)
-    t = (t - t.mean((1, 2), keepdim=True)) / t.std((1, 2), keepdim=True).clamp_min(1e-12)
+    t = standardise(targets.to(model.P))[0]
     # one slot, in the linear regime, cancels the additive a^2/2 + b^2/2 leftovers of the pairs
     fix_a = model.d_mu - 1
     fix_p = next((k for k in range(model.d) if _shifted_col(model, 0, k) is not None

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-from riembench.fit import LpNormEmbedding, RiemEmbedding, _svd_of_distinct
+from riembench.fit import LpNormEmbedding, RiemEmbedding, _svd_of_distinct, ridge_solve, standardise
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -32,10 +32,7 @@ from riembench.fit import LpNormEmbedding, RiemEmbedding, _svd_of_distinct
 
 def _standardise(targets: torch.Tensor) -> torch.Tensor:
     """The per-element standardised target, exactly as ``fit`` builds it (float64 here)."""
-    t = targets.detach().to(torch.float64)
-    mean = t.mean((1, 2), keepdim=True)
-    std = t.std((1, 2), keepdim=True).clamp_min(1e-12) if t[0].numel() > 1 else torch.ones_like(mean)
-    return (t - mean) / std
+    return standardise(targets.detach().to(torch.float64))[0]
 
 
 def _orthogonal(seed: int, k: int) -> torch.Tensor:
@@ -84,11 +81,7 @@ def _unquad(theta: torch.Tensor, k: int) -> torch.Tensor:
 def _ridge_lstsq(a: torch.Tensor, y: torch.Tensor, ridge: float = 1e-9) -> torch.Tensor:
     """Batched least squares a @ x ~ y (a: (B, N, F), y: (B, N)) with a tiny relative ridge, so
     rank-deficient designs (fewer neurons than unknowns, or null components) stay solvable."""
-    ata = a.transpose(1, 2) @ a
-    aty = (a.transpose(1, 2) @ y[..., None])[..., 0]
-    lam = ridge * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-30)
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    return torch.linalg.solve(ata + lam[:, None, None] * eye, aty)
+    return ridge_solve(a.transpose(1, 2) @ a, (a.transpose(1, 2) @ y[..., None])[..., 0], ridge)
 
 
 def _to_unit_box(p: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,7 +294,7 @@ def init_lpnorm_farfield(model: LpNormEmbedding, targets: torch.Tensor,
         info = init_lpnorm_mds(model, targets, seeds)
         return {**info, "init_note": "farfield needs p = 2 and d/heads >= 2: used mds"}
     t_std = _standardise(targets).to(model.P.device)
-    u, s, vh = torch.linalg.svd(t_std, full_matrices=False)
+    u, s, vh = _svd_of_distinct(t_std)  # a stacked unit repeats each layer once per seed
     rank = min(heads * (dh - 1), s.shape[-1])
     left = u[:, :, :rank] * s[:, None, :rank].sqrt()
     right = vh[:, :rank].transpose(1, 2) * s[:, None, :rank].sqrt()
@@ -362,11 +355,8 @@ def init_riem_spectral(model: RiemEmbedding, targets: torch.Tensor, seeds: Seque
         left, right = left @ q, right @ q
     peak = torch.maximum(left.abs().amax((1, 2)), right.abs().amax((1, 2))).clamp_min(1e-12)
     scale = 0.5 / peak[:, None, None]  # one scale per element: [-peak, peak] -> [0, 1)
-    p, r = model.P.detach().to(torch.float64).clone(), model.R.detach().to(torch.float64).clone()
-    p[..., :k] = left * scale * 0.999 + 0.5
-    r[..., :k] = right * scale * 0.999 + 0.5
-    model.P.copy_(p.to(model.P))
-    model.R.copy_(r.to(model.R))
+    model.P[..., :k] = (left * scale * 0.999 + 0.5).to(model.P)
+    model.R[..., :k] = (right * scale * 0.999 + 0.5).to(model.R)
     err = model.refit_readout(t_std.to(model.P))
     return {"init": "spectral", "init_rank": k, "init_rel_mse": err.tolist()}
 
