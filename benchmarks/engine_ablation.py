@@ -23,17 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from convert import environment, pick_device, sync, write_result
 
 from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit, init_riem_from_svd
-from riembench.store import git_revision, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -88,11 +86,6 @@ def run_in_child(variant: str, shape: tuple[int, int, int], d: int, d_mu: int, s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
@@ -107,8 +100,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu")
-                          if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     variants = args.variants.split(",")
     rows = []
     for text in args.shapes.split(","):
@@ -126,22 +118,13 @@ def main() -> None:
             f"{v} fit {r['fit_s']:.2f} s ({row['fit_speedup_vs'][v]:.2f}x), warm start "
             f"{r['init_s']:.2f} s, rel. MSE {r['rel_mse_mean']:.6f}, peak RSS "
             f"{r['peak_rss_mib']:.0f} MiB" for v, r in runs.items()))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"cpu:{platform.processor() or platform.machine()} x{args.threads} threads")
-    result = {"benchmark": "engine_ablation", "device": name,
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "git_revision": git_revision(), "versions": package_versions(),
-              "loadavg": [round(x, 2) for x in __import__("os").getloadavg()],
+    result = {"benchmark": "engine_ablation", **environment(device),
               "settings": {"d": args.d, "d_mu": args.d_mu, "steps": args.steps,
                            "threads": args.threads, "lr": 1e-3, "init": "svd",
                            "variants": variants},
               "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"engine_ablation-{device.type}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = write_result(result, Path(args.out), "engine_ablation", device, smoke=False)
     print(f"wrote {path}")
-
 
 if __name__ == "__main__":
     main()

@@ -19,31 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import torch
+from convert import environment
+from omegaconf import OmegaConf
 
+from riembench.config import typed_group
 from riembench.data.synthetic import SyntheticConfig, build_synthetic
-from riembench.fit import (
-    FitConfig,
-    LpNormEmbedding,
-    RiemEmbedding,
-    default_shifts,
-    fit,
-    init_riem_from_svd,
-    solve_lpnorm_d,
-    solve_riem_dims,
-)
+from riembench.fit import FitConfig, fit, init_riem_from_svd
 from riembench.init_mds import init_lpnorm_farfield, init_lpnorm_mds, init_riem_spectral
-from riembench.store import package_versions
-
-HEADS, P_NORM = 4, 2.0  # conf/method/lpnorm.yaml
-N_SHIFTS, D_MU_RATIO, D_MU_MIN = 6, 0.25, 3  # conf/method/riem.yaml
+from riembench.methods import METHODS
+from riembench.methods.embedding import EmbeddingMethod
 
 INITS: dict[str, dict[str, Callable | None]] = {
     "lpnorm": {"random": None,
@@ -102,27 +93,26 @@ def lenet_targets(epochs: int) -> tuple[dict[str, torch.Tensor], dict]:
 # one cell
 
 
-def riem_dims(m: int, n: int, budget: int) -> tuple[int, int]:
-    """(d, d_mu) as the riem method solves them: d_mu = max(3, round(0.25 d)), largest d."""
-    d, _ = solve_riem_dims(m, n, budget, N_SHIFTS, None, D_MU_RATIO)
-    while d > 1 and RiemEmbedding.count(m, n, d, max(D_MU_MIN, round(D_MU_RATIO * d)), N_SHIFTS) > budget:
-        d -= 1
-    return d, max(D_MU_MIN, round(D_MU_RATIO * d))
+@cache
+def default_method(name: str) -> EmbeddingMethod:
+    """The project's method with its defaults (conf/method/<name>.yaml's schema): the sizes
+    and the embedding built here are the ones a run of that method would use."""
+    node = OmegaConf.create({"name": name, "progress": False})
+    return METHODS.get(name)(typed_group(node, METHODS))
 
 
-def build(method: str, m: int, n: int, budget: int, seeds: list[int]) -> tuple[torch.nn.Module, dict]:
-    if method == "lpnorm":
-        d = solve_lpnorm_d(m, n, budget, HEADS)
-        return LpNormEmbedding(seeds, m, n, d, HEADS, P_NORM), {"d": d, "heads": HEADS, "p": P_NORM}
-    d, d_mu = riem_dims(m, n, budget)
-    return (RiemEmbedding(seeds, m, n, d, d_mu, default_shifts(d, N_SHIFTS)),
-            {"d": d, "d_mu": d_mu, "shifts": default_shifts(d, N_SHIFTS)})
+def build(name: str, m: int, n: int, budget: int, seeds: list[int]) -> tuple[torch.nn.Module, dict]:
+    meth = default_method(name)
+    model = meth.make(seeds, m, n, meth.solve_dims([(m, n)], budget))
+    return model, meth.describe(model)
 
 
-def min_budget(method: str, m: int, n: int) -> int:
-    if method == "lpnorm":
-        return LpNormEmbedding.count(m, n, HEADS, HEADS)
-    return RiemEmbedding.count(m, n, 2, D_MU_MIN, N_SHIFTS)
+def min_budget(name: str, m: int, n: int) -> int:
+    """The smallest embedding the starts can use: one dimension per Lp-norm head; d = 2 for
+    RieM (the SVD warm start needs d >= 2)."""
+    meth = default_method(name)
+    smallest = meth.cfg.heads if name == "lpnorm" else 2
+    return meth.count(m, n, meth.dims_for_d(smallest, {}))
 
 
 def run_cell(method: str, init: str, target: torch.Tensor, ratio: float, seeds: list[int],
@@ -231,15 +221,14 @@ def main() -> None:
                       f"final {mean(cell['rel_mse_best']):.4f} ({cell['init_s'] + cell['fit_s']:.1f} s)",
                       flush=True)
     add_reach(cells)
-    meta = {"device": f"cpu:{platform.processor() or platform.machine()}",
-            "threads": torch.get_num_threads(), "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "versions": package_versions(), "argv": sys.argv, "args": vars(args),
+    meta = {**environment(torch.device("cpu")), "argv": sys.argv, "args": vars(args),
             "settings": {"steps": steps, "n": n, "seeds": seeds, "ratio": args.ratio,
                          "fit": {k: getattr(cfg, k) for k in ("steps", "lr", "schedule", "min_lr_ratio",
                                                             "warmup", "eval_every")},
-                         "lpnorm": {"heads": HEADS, "p": P_NORM},
-                         "riem": {"n_shifts": N_SHIFTS, "d_mu_ratio": D_MU_RATIO, "d_mu_min": D_MU_MIN,
-                                  "activation": "sigmoid", "wrap": True, "combine": "sum"},
+                         "lpnorm": {k: getattr(default_method("lpnorm").cfg, k) for k in ("heads", "p")},
+                         "riem": {k: getattr(default_method("riem").cfg, k)
+                                  for k in ("n_shifts", "d_mu_ratio", "d_mu_min", "activation",
+                                            "wrap", "combine")},
                          "resnet_layers": resnet_layers, "lenet": lenet_info},
             "total_wall_s": time.perf_counter() - start}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from convert import _rss_mib, environment, pick_device, sync, write_result
 
 from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit, solve_riem_dims
-from riembench.store import git_revision, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20
@@ -69,16 +66,15 @@ def run_child(spec: dict) -> dict:
     tiny = RiemEmbedding([0], 8, 8, 2, 3, [0, 1]).to(device)
     fit(tiny, torch.randn(1, 8, 8, device=device), FitConfig(steps=1, warmup=0))
     tiny.reconstruct()
+    sync(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
     before = _rss_mib()
     t0 = time.perf_counter()
     cfg = FitConfig(steps=spec["steps"], warmup=0, eval_every=1, chunk_elems=spec["chunk_elems"])
     res = fit(model, target, cfg)
     recon = model.reconstruct(spec["chunk_elems"])
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     out = {"fit_s": res.wall_time_s, "total_s": time.perf_counter() - t0,
            "rel_mse": float(res.rel_mse.mean()), "recon_shape": list(recon.shape),
            "rss_before_mib": before}
@@ -89,13 +85,6 @@ def run_child(spec: dict) -> dict:
         out["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         out["peak_source"] = "peak RSS of the child process (torch and the target included)"
     return out
-
-
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main() -> None:
@@ -118,19 +107,15 @@ def main() -> None:
         return
     d, d_mu = (solve_riem_dims(args.n, args.n, int(args.ratio * args.n**2), 6, None, 0.25)
                if args.ratio else (args.d, args.d_mu))
-    spec = {"device": args.device, "n": args.n, "seeds": args.seeds, "d": d, "d_mu": d_mu,
+    device = pick_device(args.device)
+    spec = {"device": str(device), "n": args.n, "seeds": args.seeds, "d": d, "d_mu": d_mu,
             "steps": args.steps, "chunk_elems": args.chunk_elems, "threads": args.threads}
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], check=True,
                           capture_output=True, text=True)
     measured = json.loads(proc.stdout.strip().splitlines()[-1])
     estimate = model_bytes(args.seeds, args.n, args.n, d, d_mu, 6, args.chunk_elems)
-    device = torch.device(args.device)
-    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
-            else f"cpu:{platform.processor() or platform.machine()} x{args.threads} threads")
-    result = {"benchmark": "fit_memory", "device": name,
-              "date": datetime.now(UTC).isoformat(timespec="seconds"),
-              "git_revision": git_revision(), "versions": package_versions(),
-              "loadavg": [round(x, 2) for x in os.getloadavg()], "settings": spec,
+    torch.set_num_threads(args.threads)  # so the recorded device string names the child's threads
+    result = {"benchmark": "fit_memory", **environment(device), "settings": spec,
               "measured": measured, "model_mib": estimate}
     if device.type == "cuda":  # the target is allocated before the peak is reset: counted
         result["peak_over_model"] = measured["peak_mib"] / estimate["total"]
@@ -138,10 +123,7 @@ def main() -> None:
         added = measured["peak_mib"] - measured["rss_before_mib"]
         result["added_by_fit_mib"] = added
         result["added_over_model"] = added / (estimate["total"] - estimate["target_raw"])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"memory-{device.type}{f'-{args.tag}' if args.tag else ''}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path = write_result(result, Path(args.out), "memory", device, smoke=False, tag=args.tag)
     print(f"N={args.n} seeds={args.seeds} d={d} d_mu={d_mu}: peak {measured['peak_mib']:.0f} MiB, "
           f"added by the fit {result.get('added_by_fit_mib', float('nan')):.0f} MiB "
           f"(model {estimate['total']:.0f} MiB; unchunked activation alone "
