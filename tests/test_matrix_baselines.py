@@ -22,7 +22,7 @@ from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.evaluate import matvec_error
 from riembench.methods.base import METHODS, MatrixApprox
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
+CONF = Path(__file__).resolve().parents[1] / "src" / "riembench" / "conf" / "method"
 CPU = torch.device("cpu")
 N, BUDGET = 60, 1080  # 0.3 * 60^2
 

@@ -1,4 +1,4 @@
-"""The ``riembench`` command: Hydra app over conf/ (one cell, or a sweep with -m / experiment=)."""
+"""The ``riembench`` command: Hydra app over riembench/conf/ (one cell, or a sweep with -m / experiment=)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ from riembench.errors import RiembenchError
 
 
 def config_dir() -> str:
-    """conf/ of this checkout, or RIEMBENCH_CONF (for a config tree kept elsewhere)."""
-    return os.environ.get("RIEMBENCH_CONF", str(Path(__file__).resolve().parents[2] / "conf"))
+    """The config tree shipped in the package (riembench/conf), or RIEMBENCH_CONF (a tree kept
+    elsewhere)."""
+    return os.environ.get("RIEMBENCH_CONF", str(Path(__file__).resolve().parent / "conf"))
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
