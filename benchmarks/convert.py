@@ -60,7 +60,9 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from riembench.config import typed_group
-from riembench.fit import FitConfig, RiemEmbedding, default_shifts, init_riem_from_svd
+from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.fit import FitConfig
+from riembench.starts.svd_warm import init_riem_from_svd
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
 from riembench.methods.embedding import EmbeddingMethod, element_seed

@@ -31,7 +31,9 @@ from pathlib import Path
 import torch
 from convert import environment, pick_device, sync, write_result
 
-from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit, init_riem_from_svd
+from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
+from riembench.starts.svd_warm import init_riem_from_svd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -65,7 +67,7 @@ def run_once(cls: type[RiemEmbedding], shape: tuple[int, int, int], d: int, d_mu
     init_riem_from_svd(model, target, seeds=list(range(batch)))
     sync(device)
     t1 = time.perf_counter()
-    result = fit(model, target, FitConfig(steps=steps, eval_every=1, warmup=1, lr=1e-3))
+    result = fit(model, target, FitConfig(steps=steps, eval_every=1, warmup=1, lr=1e-3, solver="adam"))
     sync(device)
     t2 = time.perf_counter()
     return {"init_s": t1 - t0, "fit_s": t2 - t1, "rel_mse_mean": float(result.rel_mse.mean())}

@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from convert import _rss_mib, environment, pick_device, sync, write_result
 
-from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit, solve_riem_dims
+from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
+from riembench.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20
@@ -105,8 +107,12 @@ def main() -> None:
     if args.child:
         print(json.dumps(run_child(json.loads(args.child))))
         return
-    d, d_mu = (solve_riem_dims(args.n, args.n, int(args.ratio * args.n**2), 6, None, 0.25)
-               if args.ratio else (args.d, args.d_mu))
+    if args.ratio:  # the method's own sizing rule
+        dims = METHODS.get("riem")(METHODS.schema("riem")()).solve_dims(
+            [(args.n, args.n)], int(args.ratio * args.n**2))
+        d, d_mu = dims["d"], dims["d_mu"]
+    else:
+        d, d_mu = args.d, args.d_mu
     device = pick_device(args.device)
     spec = {"device": str(device), "n": args.n, "seeds": args.seeds, "d": d, "d_mu": d_mu,
             "steps": args.steps, "chunk_elems": args.chunk_elems, "threads": args.threads}

@@ -21,14 +21,10 @@ import torch
 
 from riembench.data.synthetic import SyntheticConfig, build_synthetic
 from riembench.evaluate import matvec_error
-from riembench.fit import (
-    FitConfig,
-    RiemEmbedding,
-    default_shifts,
-    fit,
-    init_riem_from_svd,
-    solve_riem_dims,
-)
+from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
+from riembench.methods import METHODS
+from riembench.starts.svd_warm import init_riem_from_svd
 from riembench.store import package_versions
 
 BASE = {"activation": "sigmoid", "wrap": True, "combine": "sum", "init": "svd"}
@@ -46,13 +42,14 @@ VARIANTS = [
 def run_one(task, opts: dict, n: int, ratio: float, steps: int, seeds: list[int], lr: float) -> dict:
     a = task.target
     budget = int(ratio * n * n)
-    d, d_mu = solve_riem_dims(n, n, budget, 6, None, 0.25)
+    dims = METHODS.get("riem")(METHODS.schema("riem")()).solve_dims([(n, n)], budget)
+    d, d_mu = dims["d"], dims["d_mu"]
     model = RiemEmbedding(seeds, n, n, d, d_mu, default_shifts(d, 6), opts["activation"],
                           opts["wrap"], opts["combine"])
     targets = a.expand(len(seeds), n, n)
     if opts["init"] == "svd":
         init_riem_from_svd(model, targets, seeds=seeds)
-    res = fit(model, targets, FitConfig(steps=steps, lr=lr, warmup=10, eval_every=10))
+    res = fit(model, targets, FitConfig(steps=steps, lr=lr, warmup=10, eval_every=10, solver="adam"))
     recon = model.reconstruct()
     errs = [matvec_error(a, recon[b], task.test_probes) for b in range(len(seeds))]
     return {**opts, "d": d, "d_mu": d_mu, "rel_mse_mean": float(res.rel_mse.mean()),

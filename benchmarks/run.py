@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from riembench.fit import FitConfig, RiemEmbedding, default_shifts, fit
+from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
 from riembench.store import package_versions
 
 

@@ -5,16 +5,10 @@ import pytest
 import torch
 
 from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.fit import (
-    FitConfig,
-    LpNormEmbedding,
-    RiemEmbedding,
-    default_shifts,
-    fit,
-    init_riem_from_svd,
-    solve_lpnorm_d,
-    solve_riem_dims,
-)
+from riembench.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
+from riembench.methods import METHODS
+from riembench.starts.svd_warm import init_riem_from_svd
 
 
 def _riem_target(m=40, n=30, d=8, d_mu=3, seed=123):
@@ -67,17 +61,23 @@ def test_poster_lenet_lpnorm_count():
     assert sum(LpNormEmbedding.count(a, 0, 10, 1, False) - 1 for a in (400, 120, 84, 10)) == 6140
 
 
-def test_solvers_pick_largest_fitting_size():
+def test_one_sizing_rule_picks_largest_fitting_size():
+    """The methods' solve_dims is the only sizing rule (what a 20x20 at ratio 0.2 gets is
+    what the method builds)."""
     m, n, budget = 100, 80, 5000
-    d, d_mu = solve_riem_dims(m, n, budget, 6)
-    assert RiemEmbedding.count(m, n, d, d_mu, 6) <= budget
-    assert RiemEmbedding.count(m, n, d + 1, max(1, round(0.25 * (d + 1))), 6) > budget
-    d = solve_lpnorm_d(m, n, budget, heads=4)
+    riem = METHODS.get("riem")(METHODS.schema("riem")())
+    dims = riem.solve_dims([(m, n)], budget)
+    assert riem.count(m, n, dims) <= budget < riem.count(m, n, riem.dims_for_d(dims["d"] + 1, {}))
+    assert riem.build((m, n), budget, [0]).params_per_matrix == riem.count(m, n, dims)
+    lp = METHODS.get("lpnorm")(METHODS.schema("lpnorm")())
+    d = lp.solve_dims([(m, n)], budget)["d"]
     assert LpNormEmbedding.count(m, n, d, 4) <= budget < LpNormEmbedding.count(m, n, d + 4, 4)
+    small = riem.solve_dims([(20, 20)], int(0.2 * 400))
+    assert riem.build((20, 20), int(0.2 * 400), [0]).d == small["d"]
     with pytest.raises(ImpossibleBudget, match="needs at least"):
-        solve_riem_dims(m, n, 50, 6)
+        riem.solve_dims([(m, n)], 50)
     with pytest.raises(ImpossibleBudget):
-        solve_lpnorm_d(m, n, 100, heads=4)
+        lp.solve_dims([(m, n)], 100)
 
 
 def test_seed_fits_the_same_alone_or_in_a_batch():
@@ -235,7 +235,7 @@ def test_hand_written_chunk_gradient_equals_autograd(activation, combine, wrap):
 def test_warm_start_svd_once_per_distinct_layer_gives_the_same_start():
     """Stacked units repeat each layer once per seed: one SVD per layer, then per-seed
     rotations, must equal the per-element SVD start."""
-    from riembench.fit import _svd_of_distinct
+    from riembench.linalg import svd_of_distinct as _svd_of_distinct
 
     torch.manual_seed(1)
     a, b = torch.randn(9, 11), torch.randn(9, 11)

@@ -13,8 +13,9 @@ from torch import nn
 
 from riembench.config import typed_group
 from riembench.errors import RiembenchError
-from riembench.fit import FitConfig, RiemEmbedding, fit_parts
-from riembench.init_mds import init_riem_spectral_chain
+from riembench.embeddings import RiemEmbedding
+from riembench.fit import FitConfig, fit_parts
+from riembench.starts.spectral import init_riem_spectral_chain
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
 
@@ -61,7 +62,7 @@ def test_spectral_chain_keeps_shared_neurons_and_fits_faster_than_random():
             nxt.R = prev.P
         return parts
 
-    cfg = FitConfig(steps=100, lr=1e-2, warmup=10, eval_every=10)
+    cfg = FitConfig(steps=100, lr=1e-2, warmup=10, eval_every=10, solver="adam")  # the claim is Adam's
     random = fit_parts(chain(), targets, cfg).rel_mse.mean(1)
     parts = chain()
     info = init_riem_spectral_chain(parts, targets, seeds=[0, 1])

@@ -1,4 +1,4 @@
-"""Data-free MDS / spectral initialisers (riembench.init_mds).
+"""Data-free MDS / spectral initialisers (riembench.starts).
 
 Thresholds are measured values with a margin (noted next to each), so a regression in the
 geometry (wrong gauge recovery, a sign error in the far field) fails them.
@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import torch
 
-from riembench.fit import (
-    FitConfig,
-    LpNormEmbedding,
-    RiemEmbedding,
-    default_shifts,
-    fit,
-    init_riem_from_svd,
-)
-from riembench.init_mds import (
-    _standardise,
-    init_lpnorm_farfield,
-    init_lpnorm_mds,
-    init_riem_spectral,
-)
+from riembench.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
+from riembench.fit import FitConfig, fit
+from riembench.starts.svd_warm import init_riem_from_svd
+from riembench.linalg import standardise
+from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
+from riembench.starts.spectral import init_riem_spectral
+
+
+def _standardise(t):
+    return standardise(t.detach().double())[0]
 
 torch.set_num_threads(1)
 
@@ -183,7 +179,7 @@ def test_gauge_recovery_only_where_it_is_determined():
     """The rows/columns gauge solves k(k+1)/2 + k + 1 unknowns from m (n) means: it is used only
     when there are more equations than unknowns (else the start would need O(k^4) memory, as a
     1000 x 1000 table-5 target at d = 148 did: 23 GB, killed)."""
-    from riembench.init_mds import _gauge_sides
+    from riembench.starts.mds import _gauge_sides
 
     assert _gauge_sides(1000, 1000, 148) == ("identity",)
     assert _gauge_sides(512, 4608, 30) == ("rows", "cols", "identity")

@@ -14,7 +14,7 @@ from riembench.compact import EmbeddedLayer, embedded_layers, load_compact, save
 from riembench.config import typed_group
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.evaluate import evaluate_accuracy
-from riembench.fit import LpNormEmbedding, RiemEmbedding
+from riembench.embeddings import LpNormEmbedding, RiemEmbedding
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
 from riembench.network import find_chains, select_layers, weight_matrix

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from riembench.errors import RiembenchError
-from riembench.fit import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
+from riembench.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
 from riembench.network import set_module
 from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant, quantize_tensor
 

@@ -51,12 +51,35 @@ class BackboneConfig:
     name: str = "none"
 
 
+PROTOCOLS = ("strict", "dev_guided")
+
+
+@dataclass
+class ProtocolConfig:
+    """What a fit may see (docs/protocols.md). ``strict``: the weights only; each fit keeps its
+    lowest weight error and dev accuracy only ranks seeds. ``dev_guided`` (the paper's): every
+    ``every`` fit steps each seed's network is rebuilt as stored and scored on the dev split,
+    and each seed keeps its best-dev state; ``stop_at_original`` stops a seed once its dev score
+    reaches the original model's. Neither ever sees the test split."""
+
+    name: str = "strict"
+    every: int = 100
+    stop_at_original: bool = False
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOLS:
+            raise RiembenchError(f"protocol must be one of {', '.join(PROTOCOLS)}, got '{self.name}'")
+        if self.every < 1:
+            raise RiembenchError(f"protocol.every must be >= 1, got {self.every}")
+
+
 @dataclass
 class RunConfig:
     method: Any = MISSING
     dataset: Any = MISSING
     size: Any = MISSING
     backbone: Any = field(default_factory=BackboneConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     #: which paper table the records belong to; None takes the dataset's table
     table: str | None = None
     seed: int = 0
@@ -75,6 +98,8 @@ class RunConfig:
 
 ConfigStore.instance().store(name="base_config", node=RunConfig)
 ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)
+for _protocol in PROTOCOLS:  # `protocol=dev_guided` (then protocol.every=50 etc.)
+    ConfigStore.instance().store(group="protocol", name=_protocol, node=ProtocolConfig(name=_protocol))
 
 
 def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from riembench.backbones import BACKBONES, load_backbone
-from riembench.config import typed_group
+from riembench.config import ProtocolConfig, typed_group
 from riembench.cost import model_cost
 from riembench.data import DATASETS
 from riembench.data.synthetic import MatrixTask
@@ -46,6 +46,7 @@ from riembench.evaluate import (
 from riembench.methods import METHODS
 from riembench.methods.base import (
     CompressedNet,
+    DevGuide,
     MatrixApprox,
     MatrixMethod,
     NetworkJob,
@@ -92,6 +93,7 @@ def run(cfg: DictConfig) -> CellOutcome:
     dataset_cfg = typed_group(cfg.dataset, DATASETS)
     size_cfg = typed_group(cfg.size, SIZES)
     backbone_cfg = typed_group(cfg.backbone, BACKBONES)
+    protocol = _protocol(cfg)
     container = resolved_container(cfg)
     builder = DATASETS.get(dataset_cfg.name)
     table = cfg.table or getattr(builder, "table", dataset_cfg.name)
@@ -125,6 +127,9 @@ def run(cfg: DictConfig) -> CellOutcome:
         if not isinstance(method, MatrixMethod):
             raise RiembenchError(f"method '{method_cfg.name}' does not approximate matrices; "
                                  "matrix methods: " + ", ".join(_names(MatrixMethod)))
+        if protocol.name != "strict":
+            raise RiembenchError(f"protocol={protocol.name} needs a network and its dev split; "
+                                 "a matrix task (table 5) is fitted under protocol=strict")
         cell = _matrix_cell(method_cfg, dataset_cfg, size_cfg)
         with _tracker(cfg, ctx, cell, method_cfg) as tracker:
             _run_matrix(ctx, tracker, method, task, size_cfg, cell, pending)
@@ -136,10 +141,15 @@ def run(cfg: DictConfig) -> CellOutcome:
         known = ", ".join(n for n in BACKBONES.names() if n != "none")
         raise RiembenchError(f"dataset '{dataset_cfg.name}' needs a network: set backbone=... "
                              f"(known: {known})")
-    cell = _network_cell(method, method_cfg, dataset_cfg, size_cfg, backbone_cfg)
+    if protocol.name == "dev_guided" and not method.has_checkpoints:
+        raise RiembenchError(f"protocol=dev_guided chooses between a fit's checkpoints; method "
+                             f"'{method_cfg.name}' has none (use protocol=strict; methods with "
+                             "checkpoints: " + ", ".join(
+                                 n for n in _names(NetworkMethod) if METHODS.get(n).has_checkpoints) + ")")
+    cell = _network_cell(method, method_cfg, dataset_cfg, size_cfg, backbone_cfg, protocol)
     with _tracker(cfg, ctx, cell, method_cfg) as tracker:
         _run_network(ctx, tracker, cfg, method, task, size_cfg, backbone_cfg, dataset_cfg, cell,
-                     pending)
+                     pending, protocol)
     return ctx.outcome
 
 
@@ -180,6 +190,16 @@ def _tracker(cfg: DictConfig, ctx: _Context, cell: dict[str, Any], method_cfg: A
                      job_type=method_cfg.name, config=ctx.container)
 
 
+def _protocol(cfg: DictConfig) -> ProtocolConfig:
+    node = cfg.get("protocol")
+    if node is None:
+        return ProtocolConfig()
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(ProtocolConfig), node))
+    except Exception as exc:  # omegaconf's ValidationError, or our __post_init__
+        raise RiembenchError(f"invalid protocol config: {exc}") from exc
+
+
 def _names(kind: type) -> list[str]:
     return [n for n in METHODS.names() if issubclass(METHODS.get(n), kind)]
 
@@ -209,7 +229,7 @@ def _run_matrix(ctx: _Context, tracker: Any, method: MatrixMethod, task: MatrixT
 
 
 def _matrix_cell(method_cfg: Any, dataset_cfg: Any, size_cfg: Any) -> dict[str, Any]:
-    return {"method": method_cfg.name, "variant": method_cfg.label,
+    return {"method": method_cfg.name, "variant": method_cfg.label, "protocol": "strict",
             "family": dataset_cfg.family, "n": dataset_cfg.n,
             "ratio": getattr(size_cfg, "ratio", describe(size_cfg))}
 
@@ -237,7 +257,7 @@ def _score_matrix(record: RunRecord, task: MatrixTask, approx: MatrixApprox, bud
 
 def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMethod, task: Any,
                  size_cfg: Any, backbone_cfg: Any, dataset_cfg: Any, cell: dict[str, Any],
-                 pending: list[int]) -> None:
+                 pending: list[int], protocol: ProtocolConfig) -> None:
     """Compress the pretrained model once for all pending seeds, then evaluate each seed."""
     # the dataset config lets the loader refuse a checkpoint trained on this run's dev split
     loaded = load_backbone(backbone_cfg, task, "cpu", dataset_cfg)
@@ -247,6 +267,8 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
     example = torch.zeros(1, task.in_channels, task.image_size, task.image_size)
     original = {"original_layer_params": layer_numel(model, layers),
                 "original_model_params": sum(p.numel() for p in model.parameters())}
+    bs, workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
+    references = _References(task, ctx.device, bs, workers)
     start = time.perf_counter()
     target = SizeTarget(None)
     prepared: dict[str, Any] = {}
@@ -254,13 +276,13 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         model, prepared = method.prepare(model, layers)  # e.g. pruning before RieM (table 3)
         if needs_size:
             target = network_target(size_cfg, model, layers)
-        outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example))
+        dev = _dev_guide(protocol, task, loaded.model, ctx.device, bs, workers, references)
+        outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example,
+                                          dev=dev))
     except ImpossibleBudget as exc:
         log.error("%s", exc)
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]
     per_seed_time = (time.perf_counter() - start) / len(pending)
-    bs, workers = int(cfg.data.batch_size), int(cfg.data.num_workers)
-    references = _References(task, ctx.device, bs, workers)
     for seed, out in zip(pending, outs, strict=True):
         cost: dict[str, Any] = {"budget": target.budget, "size_note": target.note,
                                 "layers": method.cfg.layers, **original}
@@ -284,6 +306,36 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         record.fit["eval_wall_time_s"] = time.perf_counter() - eval_start
         ctx.write(record, tracker)
     tracker.summary({"n_seeds": len(pending), "n_failed": len(ctx.outcome.failed)})
+
+
+def _dev_guide(protocol: ProtocolConfig, task: Any, original: nn.Module, device: torch.device,
+               batch_size: int, num_workers: int, references: _References) -> DevGuide | None:
+    """The dev evaluator handed to a method under protocol=dev_guided (None under strict): the
+    task's dev split only, scored by the metric that ranks seeds (top-1, or AP)."""
+    if protocol.name != "dev_guided":
+        return None
+    metric = dev_metric(task)
+
+    def score(model: nn.Module) -> float:
+        model.to(device)
+        try:
+            return evaluate_split(task, model, "dev", device, batch_size, num_workers)[metric]
+        finally:
+            model.to("cpu")
+
+    stop_at = None
+    if protocol.stop_at_original:
+        original.to(device)
+        try:
+            stop_at = evaluate_split(task, original, "dev", device, batch_size, num_workers)[metric]
+        finally:
+            original.to("cpu")
+    return DevGuide(score=score, every=protocol.every, stop_at=stop_at)
+
+
+def dev_metric(task: Any) -> str:
+    """The metric that ranks seeds and checkpoints: a task's own (COCO: AP), else top-1."""
+    return str(task.primary_metric)
 
 
 def evaluate_split(task: Any, model: nn.Module, split: str, device: torch.device,
@@ -327,10 +379,10 @@ class _References:
 
 
 def _network_cell(method: NetworkMethod, method_cfg: Any, dataset_cfg: Any, size_cfg: Any,
-                  backbone_cfg: Any) -> dict[str, Any]:
+                  backbone_cfg: Any, protocol: ProtocolConfig) -> dict[str, Any]:
     paper_name = getattr(method, "paper_name", None)
     return {"backbone": backbone_cfg.name, "dataset": dataset_cfg.name, "method": method_cfg.name,
-            "variant": method_cfg.label,
+            "variant": method_cfg.label, "protocol": protocol.name,
             "paper_method": paper_name() if callable(paper_name) else method_cfg.name,
             "size": describe(size_cfg) if getattr(method, "needs_size", True) else ""}
 

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from PIL import Image
@@ -276,6 +276,8 @@ class CocoTask:
     only: ``image_size`` is the nominal shorter side (800), real inputs vary per image.
     """
 
+    #: the metric that ranks seeds and dev_guided checkpoints
+    primary_metric: ClassVar[str] = "AP"
     name: str
     num_classes: int
     in_channels: int

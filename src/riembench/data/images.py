@@ -148,6 +148,8 @@ class ImageTask:
     dev: Dataset
     test: Dataset
     dev_note: str
+    #: the metric that ranks seeds and dev_guided checkpoints (top-1 %)
+    primary_metric: str = "acc"
 
 
 class TensorImages(Dataset):

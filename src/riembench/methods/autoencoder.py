@@ -26,14 +26,14 @@ import torch
 from torch import nn
 
 from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.fit import ACTIVATIONS
+from riembench.embeddings import ACTIVATIONS
 from riembench.methods.base import METHODS, MatrixApprox, MethodConfig, PerSeedMatrixMethod
 
 
 @dataclass
 class AutoencoderConfig(MethodConfig):
     name: str = "autoencoder"
-    #: one of riembench.fit.ACTIVATIONS (sigmoid, tanh, softplus, gelu, relu, identity)
+    #: one of riembench.embeddings.ACTIVATIONS (sigmoid, tanh, softplus, gelu, relu, identity)
     activation: str = "relu"
     steps: int = 300
     lr: float = 1e-3

@@ -8,7 +8,7 @@ fit the seeds together; per-seed methods subclass :class:`PerSeedMatrixMethod`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -107,6 +107,21 @@ class SizeTarget:
 
 
 @dataclass
+class DevGuide:
+    """What the ``dev_guided`` protocol hands a method with fitting checkpoints.
+
+    ``score`` rebuilds nothing: it takes a converted model as it would be stored and returns
+    its dev-split score (top-1 %, or AP; higher is better). The test split is never reachable
+    from here. ``every``: fit steps between checkpoints; ``stop_at``: stop a seed once its dev
+    score reaches this (the original's), or None.
+    """
+
+    score: Callable[[nn.Module], float]
+    every: int
+    stop_at: float | None = None
+
+
+@dataclass
 class NetworkJob:
     """One compression job: a pretrained model, which of its layers to touch, and the target.
 
@@ -123,6 +138,8 @@ class NetworkJob:
     seeds: list[int]
     device: torch.device
     example_input: torch.Tensor
+    #: the dev_guided protocol's evaluator (None: strict, the fit sees the weights only)
+    dev: DevGuide | None = None
 
 
 @dataclass
@@ -138,6 +155,9 @@ class NetworkMethod(ABC):
     """A method that compresses a whole network (the layers named in the job), data-free."""
 
     deterministic: ClassVar[bool] = False
+    #: True for methods whose fit has checkpoints the dev_guided protocol can choose between
+    #: (they read ``job.dev``); the runner refuses dev_guided for the others
+    has_checkpoints: ClassVar[bool] = False
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg

@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import math
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +21,8 @@ from torch import nn
 
 from riembench.compact import EmbeddedLayer, quantize_embedded, tie_chain
 from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.fit import BatchedEmbedding, FitConfig, FitResult, fit, fit_parts
+from riembench.embeddings import BatchedEmbedding
+from riembench.fit import FitConfig, FitRun, fit
 from riembench.methods.base import (
     CompressedNet,
     MatrixApprox,
@@ -37,11 +40,14 @@ from riembench.network import (
     weight_matrix,
 )
 from riembench.quantize import StatsReport, input_stats, quantize_inputs
+from riembench.starts import apply_start
 
 
 @dataclass
 class EmbeddingMethodConfig(MethodConfig):
     fit: FitConfig = field(default_factory=FitConfig)
+    #: data-free start, a name in riembench.starts for this method's embedding (docs/init.md)
+    init: str = "random"
     #: show a progress bar over fitting steps
     progress: bool = True
     #: networks: consecutive Linear layers share neurons (a layer's outputs are the next one's
@@ -79,6 +85,7 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
     dimensions follow from d, how many numbers an embedding stores, and how to build one."""
 
     cfg: EmbeddingMethodConfig
+    has_checkpoints = True
 
     # ---- what a subclass provides -----------------------------------------------------------
 
@@ -97,8 +104,8 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
 
     def initialize(self, parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor],
                    seeds: Sequence[int]) -> dict[str, Any]:
-        """Data-free initialisation from the targets (default: keep the random init)."""
-        return {"init": "random"}
+        """The data-free start named by ``init`` (riembench.starts), in place; its record."""
+        return apply_start(self.cfg.init, parts, targets, seeds)
 
     def describe(self, model: BatchedEmbedding) -> dict[str, Any]:
         """Solved dimensions etc. worth recording with each seed."""
@@ -208,33 +215,115 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
         Layers chained by shared neurons are fitted jointly (one problem per chain); unchained
         layers of equal shape and dimensions are stacked into one batch with the seeds, so a
         ResNet's many equal convs are one set of tensor ops. Everything is sized before any
-        fitting, so an impossible target fails first.
+        fitting, so an impossible target fails first. Under the ``strict`` protocol each fit
+        keeps its lowest weight error; under ``dev_guided`` (``job.dev``) every fit unit is
+        advanced to each checkpoint, each seed's network is rebuilt as stored and scored on the
+        dev split, and each seed keeps its best-dev state (:meth:`_dev_guided`).
         """
         units = self.plan(job)
         seeds = list(job.seeds)
+        runs = [self._start_unit(unit, seeds, job.device) for unit in units]
+        guided: dict[str, Any] = {}
+        if job.dev is None:
+            for run in runs:
+                run.run()
+        else:
+            guided = self._dev_guided(job, units, runs, seeds)
+        results = [run.finish() for run in runs]
+        elements, built = self._collect(units, [run.parts for run in runs], seeds)
         per_layer: dict[str, dict[str, Any]] = {}
+        failed: dict[int, str] = {}
+        for unit, result in zip(units, results, strict=True):
+            for k, name in enumerate(unit.layers):
+                for i, seed in enumerate(seeds):
+                    _, b = unit.locate(k, i, len(seeds))
+                    if result.failed[b] and seed not in failed:
+                        failed[seed] = f"{name}: {result.failed[b]}"
+                where = [unit.locate(k, i, len(seeds)) for i in range(len(seeds))]
+                per_layer[name] = {"shape": list(unit.shapes[k]), "dims": unit.dims,
+                                   "chain": unit.chain_of(name),
+                                   "rel_mse": [float(result.rel_mse[unit.part_of(k), b]) for _, b in where],
+                                   "kept_step": [result.best_step[b] for _, b in where],
+                                   "steps_run": [result.stopped_at[b] for _, b in where],
+                                   "init": unit.init_info, "fit_wall_time_s": result.wall_time_s}
+        nets = [self._seed_model(job, units, elements, built, per_layer, i, seed, failed.get(seed))
+                for i, seed in enumerate(seeds)]
+        for i, net in enumerate(nets):
+            net.info["protocol"] = {"name": "strict"} if job.dev is None else {
+                **{k: v for k, v in guided.items() if k != "per_seed"}, **guided["per_seed"][i]}
+        return nets
+
+    def _collect(self, units: list[FitUnit], parts_per_unit: list[list[BatchedEmbedding]],
+                 seeds: list[int]) -> tuple[dict[tuple[str, int], BatchedEmbedding],
+                                            dict[tuple[str, int], torch.Tensor]]:
+        """Each (layer, seed)'s one-element embedding and its reconstruction (all seeds of a
+        unit in one batched pass on the fitting device, not one per seed and layer)."""
         elements: dict[tuple[str, int], BatchedEmbedding] = {}
         built: dict[tuple[str, int], torch.Tensor] = {}
-        failed: dict[int, str] = {}
-        for unit in units:
-            result, parts = self._fit_unit(unit, seeds, job.device)
-            # every seed's weights in one batched pass on the fitting device, not one
-            # reconstruction per seed and layer on the CPU later
+        for unit, parts in zip(units, parts_per_unit, strict=True):
             weights = [p.reconstruct(self.cfg.fit.chunk_elems).cpu() for p in parts]
             for k, name in enumerate(unit.layers):
                 for i, seed in enumerate(seeds):
                     part_idx, b = unit.locate(k, i, len(seeds))
                     elements[(name, seed)] = parts[part_idx].element(b).cpu()
                     built[(name, seed)] = weights[part_idx][b]
-                    if result.failed[b] and seed not in failed:
-                        failed[seed] = f"{name}: {result.failed[b]}"
-                per_layer[name] = {"shape": list(unit.shapes[k]), "dims": unit.dims,
-                                   "chain": unit.chain_of(name),
-                                   "rel_mse": [float(result.rel_mse[unit.part_of(k), unit.locate(k, i, len(seeds))[1]])
-                                               for i in range(len(seeds))],
-                                   "init": unit.init_info, "fit_wall_time_s": result.wall_time_s}
-        return [self._seed_model(job, units, elements, built, per_layer, i, seed,
-                                 failed.get(seed)) for i, seed in enumerate(seeds)]
+        return elements, built
+
+    def _dev_guided(self, job: NetworkJob, units: list[FitUnit], runs: list[FitRun],
+                    seeds: list[int]) -> dict[str, Any]:
+        """The paper's protocol: every ``job.dev.every`` steps (and at the start) rebuild each
+        seed's network from the current embeddings as it would be stored (``w_bits``/``a_bits``
+        applied), score it on the dev split, and keep each seed's best-dev state; optionally
+        stop a seed once it reaches the original's dev score. The fit itself still sees only
+        the weights: dev data picks the checkpoint, it gives no gradient."""
+        dev = job.dev
+        assert dev is not None
+        best = [-math.inf] * len(seeds)
+        best_at = [0] * len(seeds)
+        stopped = [False] * len(seeds)
+        evals, seconds = 0, 0.0
+        step = 0
+        while True:
+            for run in runs:
+                run.run(until=step)
+            elements, built = self._collect(units, [run.current_parts() for run in runs], seeds)
+            start = time.perf_counter()
+            scores = []
+            for i, seed in enumerate(seeds):
+                if stopped[i]:
+                    scores.append(-math.inf)
+                    continue
+                net = self._seed_model(job, units, elements, built, {}, i, seed, None, quiet=True)
+                scores.append(float(dev.score(net.model)) if net.model is not None else -math.inf)
+                evals += 1
+            seconds += time.perf_counter() - start
+            better = [i for i, sc in enumerate(scores) if sc > best[i]]
+            for i in better:
+                best[i], best_at[i] = scores[i], min(run.step_count for run in runs)
+            reached = [i for i, sc in enumerate(scores)
+                       if dev.stop_at is not None and not stopped[i] and sc >= dev.stop_at]
+            for unit, run in zip(units, runs, strict=True):
+                run.keep(self._seed_mask(unit, better, len(seeds), run.batch))
+                if reached:
+                    run.stop(self._seed_mask(unit, reached, len(seeds), run.batch))
+            for i in reached:
+                stopped[i] = True
+            if all(run.done for run in runs) or step >= self.cfg.fit.steps:
+                break
+            step += dev.every
+        return {"name": "dev_guided", "dev_every": dev.every, "dev_evals": evals,
+                "dev_eval_s": seconds, "stop_at": dev.stop_at,
+                "per_seed": [{"kept_step": best_at[i], "kept_dev": best[i],
+                              "stopped_at_original": stopped[i]} for i in range(len(seeds))]}
+
+    @staticmethod
+    def _seed_mask(unit: FitUnit, seed_indices: list[int], n_seeds: int, batch: int) -> torch.Tensor:
+        """Batch elements of ``unit`` that belong to the given seeds (every layer of a stack)."""
+        mask = torch.zeros(batch, dtype=torch.bool)
+        for i in seed_indices:
+            for k in range(len(unit.layers)):
+                mask[unit.locate(k, i, n_seeds)[1]] = True
+        return mask
 
     def prepare(self, model: nn.Module, layers: list[str]) -> tuple[nn.Module, dict[str, Any]]:
         """Structured pruning first when ``prune_ratio`` > 0 (table 3), else nothing."""
@@ -272,8 +361,9 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
                 units.append(singles[key])
         return units
 
-    def _fit_unit(self, unit: FitUnit, seeds: list[int], device: torch.device
-                  ) -> tuple[FitResult, list[BatchedEmbedding]]:
+    def _start_unit(self, unit: FitUnit, seeds: list[int], device: torch.device) -> FitRun:
+        """Build one unit's embeddings (one element per (layer, seed)), apply the data-free
+        start, and return its fit, not yet advanced."""
         desc = f"{self.cfg.name} {unit.layers[0]}" + (f" +{len(unit.layers) - 1}" if len(unit.layers) > 1 else "")
         if unit.chain:
             parts = [self.make([element_seed(s, name) for s in seeds], m, n, unit.dims).to(device)
@@ -288,17 +378,20 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
             parts = [self.make(elem_seeds, m, n, unit.dims).to(device)]
             targets = [torch.stack([t for t in unit.targets for _ in seeds]).to(device)]
         unit.init_info = self.initialize(parts, targets, elem_seeds)
-        result = fit_parts(parts, targets, self.cfg.fit, progress=self.cfg.progress, desc=desc)
-        return result, parts
+        return FitRun(parts, targets, self.cfg.fit, progress=self.cfg.progress, desc=desc)
 
     def _seed_model(self, job: NetworkJob, units: list[FitUnit],
                     elements: dict[tuple[str, int], BatchedEmbedding],
                     built: dict[tuple[str, int], torch.Tensor],
                     per_layer: dict[str, dict[str, Any]], index: int, seed: int,
-                    failed: str | None) -> CompressedNet:
-        layers_info = {n: {**v, "rel_mse": v["rel_mse"][index]} for n, v in per_layer.items()}
-        info = {"layers": layers_info, "fit_config": asdict(self.cfg.fit),
-                "mean_layer_rel_mse": sum(v["rel_mse"] for v in layers_info.values()) / len(layers_info)}
+                    failed: str | None, quiet: bool = False) -> CompressedNet:
+        """One seed's converted model as stored (``quiet``: a dev_guided checkpoint, no facts)."""
+        info: dict[str, Any] = {}
+        if not quiet:
+            layers_info = {n: {**v, **{k: v[k][index] for k in ("rel_mse", "kept_step", "steps_run")}}
+                           for n, v in per_layer.items()}
+            info = {"layers": layers_info, "fit_config": asdict(self.cfg.fit),
+                    "mean_layer_rel_mse": sum(v["rel_mse"] for v in layers_info.values()) / len(layers_info)}
         if failed:
             return CompressedNet(None, info, failed=failed)
         model = copy.deepcopy(job.model)

@@ -6,13 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 
-from riembench.errors import RiembenchError
-from riembench.fit import LpNormEmbedding
-from riembench.init_mds import init_lpnorm_farfield, init_lpnorm_mds
+from riembench.embeddings import LpNormEmbedding
 from riembench.methods.base import METHODS
 from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
+from riembench.starts import check_init
 
 
 @dataclass
@@ -31,12 +29,7 @@ class LpNormConfig(EmbeddingMethodConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.init not in LPNORM_INITS:
-            raise RiembenchError(f"lpnorm init must be one of {', '.join(LPNORM_INITS)}, "
-                                 f"got '{self.init}'")
-
-
-LPNORM_INITS = ("mds", "farfield", "random")
+        check_init(LpNormEmbedding, self.init, "lpnorm")
 
 
 @METHODS.register("lpnorm", LpNormConfig)
@@ -56,16 +49,6 @@ class LpNormMethod(EmbeddingMethod):
 
     def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> LpNormEmbedding:
         return LpNormEmbedding(seeds, m, n, dims["d"], dims["heads"], self.cfg.p, self.cfg.offset)
-
-    def initialize(self, parts: Sequence[LpNormEmbedding], targets: Sequence[torch.Tensor],
-                   seeds: Sequence[int]) -> dict[str, Any]:
-        if self.cfg.init == "random":
-            return {"init": "random"}
-        if len(parts) > 1:
-            return {"init": "random", "init_note": f"init {self.cfg.init} is for single layers: "
-                    "a chain of shared neurons keeps the random init"}
-        start = init_lpnorm_mds if self.cfg.init == "mds" else init_lpnorm_farfield
-        return start(parts[0], targets[0], seeds=seeds)
 
     def describe(self, model: LpNormEmbedding) -> dict[str, Any]:
         return {"d": model.d, "heads": model.heads, "p": model.p}

@@ -12,21 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 
+from riembench.embeddings import ACTIVATIONS, RiemEmbedding, default_shifts
 from riembench.errors import RiembenchError
-from riembench.fit import (
-    ACTIVATIONS,
-    RiemEmbedding,
-    default_shifts,
-    init_riem_chain,
-    init_riem_from_svd,
-)
-from riembench.init_mds import init_riem_spectral, init_riem_spectral_chain
 from riembench.methods.base import METHODS
 from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig
-
-RIEM_INITS = ("spectral", "svd", "random")
+from riembench.starts import check_init
 
 
 @dataclass
@@ -47,9 +38,9 @@ class RiemConfig(EmbeddingMethodConfig):
     wrap: bool = True
     combine: str = "sum"
     #: data-free start (docs/init.md measures them): "spectral", principal coordinates of W's
-    #: rows and columns as positions (init_mds.init_riem_spectral; lowest final error on every
+    #: rows and columns as positions (starts/spectral.py; lowest final error on every
     #: target measured); "svd", the warm start that builds a truncated SVD at step 0
-    #: (fit.init_riem_from_svd; best for short fits); "random", the authors' uniform init
+    #: (starts/svd_warm.py; best for short fits); "random", the authors' uniform init
     init: str = "spectral"
 
     def __post_init__(self) -> None:
@@ -58,8 +49,7 @@ class RiemConfig(EmbeddingMethodConfig):
             raise RiembenchError(f"unknown riem activation '{self.activation}'; known: {', '.join(ACTIVATIONS)}")
         if self.combine not in ("sum", "difference"):
             raise RiembenchError(f"riem combine must be 'sum' or 'difference', got '{self.combine}'")
-        if self.init not in RIEM_INITS:
-            raise RiembenchError(f"riem init must be one of {', '.join(RIEM_INITS)}, got '{self.init}'")
+        check_init(RiemEmbedding, self.init, "riem")
 
 
 @METHODS.register("riem", RiemConfig)
@@ -81,22 +71,6 @@ class RiemMethod(EmbeddingMethod):
         c = self.cfg
         return RiemEmbedding(seeds, m, n, dims["d"], dims["d_mu"], dims["shifts"], c.activation,
                              c.wrap, c.combine)
-
-    def initialize(self, parts: Sequence[RiemEmbedding], targets: Sequence[torch.Tensor],
-                   seeds: Sequence[int]) -> dict[str, Any]:
-        if self.cfg.init == "random":
-            return {"init": "random"}
-        if self.cfg.init == "spectral":
-            if len(parts) == 1:
-                return init_riem_spectral(parts[0], targets[0], seeds=seeds)
-            return init_riem_spectral_chain(parts, targets, seeds=seeds)
-        if len(parts) == 1:
-            ranks = [init_riem_from_svd(parts[0], targets[0], seeds=seeds)]
-        else:
-            ranks = init_riem_chain(parts, targets, seeds=seeds)
-        if not any(ranks):  # e.g. a piecewise-linear activation: the random init was kept
-            return {"init": "random", "init_note": "svd warm start not applicable to this setting"}
-        return {"init": "svd", "init_rank": ranks[0] if len(ranks) == 1 else ranks}
 
     def describe(self, model: RiemEmbedding) -> dict[str, Any]:
         return {"d": model.d, "d_mu": model.d_mu, "shifts": model.shifts,

@@ -1,20 +1,9 @@
-"""Data-free initialisers from the geometry of the target matrix (MDS / spectral starts).
+"""Lp-norm's data-free starts from the geometry of W: classical MDS unfolding and a far-field
+truncated SVD.
 
-The fitting engine (:func:`riembench.fit.fit`) standardises every target per element before it
-optimises, so every initialiser here builds its start for the *standardised* target
-(W - mean) / std: the model that comes out approximates what ``fit`` will fit, and ``fit``
-folds the affine map back at the end. All of them read only the target weights (no data, no
-activations), work on the whole batch of B elements at once, and accept ``seeds`` so that the
-protocol's seeds start from different parameters.
-
-Three starts:
-
-* :func:`init_lpnorm_mds`: classical MDS "unfolding" of W for the Lp-norm field, which is a
-  (sum of) distance field(s) between row and column neurons.
-* :func:`init_lpnorm_farfield`: a far-field construction that makes the p = 2 field a
-  truncated SVD of W (the Lp-norm analogue of RieM's ``init_riem_from_svd``).
-* :func:`init_riem_spectral`: principal coordinates of W's rows and columns as RieM positions
-  (and :func:`init_riem_spectral_chain` for layers that share neurons).
+The fit loop standardises every target per element, so each start builds its field for the
+standardised target (W - mean) / std; both read only the target weights and work on the whole
+batch at once, and ``seeds`` make the protocol's seeds start from different parameters.
 """
 
 from __future__ import annotations
@@ -24,22 +13,8 @@ from collections.abc import Sequence
 
 import torch
 
-from riembench.fit import LpNormEmbedding, RiemEmbedding, _svd_of_distinct, ridge_solve, standardise
-
-# --------------------------------------------------------------------------------------------
-# helpers
-
-
-def _standardise(targets: torch.Tensor) -> torch.Tensor:
-    """The per-element standardised target, exactly as ``fit`` builds it (float64 here)."""
-    return standardise(targets.detach().to(torch.float64))[0]
-
-
-def _orthogonal(seed: int, k: int) -> torch.Tensor:
-    """A seed-drawn orthogonal k x k matrix (QR of a Gaussian, signs fixed so it is Haar)."""
-    g = torch.Generator().manual_seed(int(seed))
-    q, r = torch.linalg.qr(torch.randn(k, k, dtype=torch.float64, generator=g))
-    return q * torch.where(torch.diagonal(r) >= 0, 1.0, -1.0).to(q)
+from riembench.embeddings import LpNormEmbedding
+from riembench.linalg import ridge_solve, seeded_orthogonal, standardise, svd_of_distinct
 
 
 def _sym_sqrt_and_pinv_sqrt(g: torch.Tensor, rel_eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +84,7 @@ def _centred_factors(dsq: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     """Balanced rank-k factors L, M of -1/2 J_m dsq J_n (zero-padded past its rank)."""
     b, m, n = dsq.shape
     cen = dsq - dsq.mean(1, keepdim=True) - dsq.mean(2, keepdim=True) + dsq.mean((1, 2), keepdim=True)
-    u, s, vh = _svd_of_distinct(-0.5 * cen)  # stacked units repeat each layer per seed
+    u, s, vh = svd_of_distinct(-0.5 * cen)  # stacked units repeat each layer per seed
     k_eff = min(k, s.shape[-1])
     root = s[:, :k_eff].sqrt()
     left = u[:, :, :k_eff] * root[:, None]
@@ -204,7 +179,7 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
     the start. ``jitter`` (in units of the unit box the positions are scaled into) adds
     seed-drawn noise on top. Returns a record of what was chosen.
     """
-    t_std = _standardise(targets).to(model.P.device)
+    t_std = standardise(targets.detach().double())[0].to(model.P.device)
     b, heads = model.batch, model.heads
     d, dh = model.d, model.d // model.heads
     if model.m < 2 or model.n < 2 or float(t_std.abs().amax()) == 0.0:
@@ -243,7 +218,7 @@ def init_lpnorm_mds(model: LpNormEmbedding, targets: torch.Tensor, seeds: Sequen
         if len(seeds) != b:
             raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
         if dh > 1:
-            q = torch.stack([torch.stack([_orthogonal(int(s) * 1009 + h, dh) for h in range(heads)])
+            q = torch.stack([torch.stack([seeded_orthogonal(int(s) * 1009 + h, dh) for h in range(heads)])
                              for s in seeds]).to(p)  # (B, H, dh, dh)
             centre = torch.cat([p, r], 2).mean(2, keepdim=True)
             p, r = (p - centre) @ q + centre, (r - centre) @ q + centre
@@ -293,13 +268,13 @@ def init_lpnorm_farfield(model: LpNormEmbedding, targets: torch.Tensor,
     if model.p != 2.0 or dh < 2:
         info = init_lpnorm_mds(model, targets, seeds)
         return {**info, "init_note": "farfield needs p = 2 and d/heads >= 2: used mds"}
-    t_std = _standardise(targets).to(model.P.device)
-    u, s, vh = _svd_of_distinct(t_std)  # a stacked unit repeats each layer once per seed
+    t_std = standardise(targets.detach().double())[0].to(model.P.device)
+    u, s, vh = svd_of_distinct(t_std)  # a stacked unit repeats each layer once per seed
     rank = min(heads * (dh - 1), s.shape[-1])
     left = u[:, :, :rank] * s[:, None, :rank].sqrt()
     right = vh[:, :rank].transpose(1, 2) * s[:, None, :rank].sqrt()
     if seeds is not None and rank > 1:
-        q = torch.stack([_orthogonal(int(sd), rank) for sd in seeds]).to(left)
+        q = torch.stack([seeded_orthogonal(int(sd), rank) for sd in seeds]).to(left)
         left, right = left @ q, right @ q
     pad = heads * (dh - 1) - rank
     if pad:
@@ -321,77 +296,3 @@ def init_lpnorm_farfield(model: LpNormEmbedding, targets: torch.Tensor,
     model.c.zero_()
     err = model.refit_readout(t_std.to(model.P))
     return {"init": "farfield", "init_rank": rank, "init_rel_mse": err.tolist()}
-
-
-# --------------------------------------------------------------------------------------------
-# RieM: principal coordinates as positions
-
-
-@torch.no_grad()
-def init_riem_spectral(model: RiemEmbedding, targets: torch.Tensor, seeds: Sequence[int] | None = None) -> dict:
-    """Put the principal coordinates of W's rows and columns into RieM's positions.
-
-    Why: classical MDS of the rows of W (Euclidean distances between rows) is PCA of the rows,
-    i.e. the left SVD factors U S; the same for the columns gives V S. Neurons that behave alike
-    in W then start close together in P (and in R), which is the geometry RieM's metric is meant
-    to read, instead of uniform noise. We use the balanced factors U S^1/2 and V S^1/2 (so the
-    product of the coordinates is W's truncated SVD) for the first min(d, rank) components, keep
-    the random positions for any remaining ones, and map everything into [0, 1) with one affine
-    map per element (as the random init, so lr = 1e-2 sees the same scale). The metric (U_s,
-    b_s) stays random; the read-out w, c is solved by least squares, so the start is at least as
-    good as the best additive read-out of those features. Seeds rotate the factors by a
-    seed-drawn orthogonal matrix, so seeds start at different positions.
-    """
-    t_std = _standardise(targets).to(model.P.device)
-    b, d = model.batch, model.d
-    u, s, vh = _svd_of_distinct(t_std)  # a stacked unit repeats each layer once per seed
-    k = min(d, s.shape[-1])
-    left = u[:, :, :k] * s[:, None, :k].sqrt()
-    right = vh[:, :k].transpose(1, 2) * s[:, None, :k].sqrt()
-    if seeds is not None and k > 1:
-        if len(seeds) != b:
-            raise ValueError(f"{len(seeds)} seeds for a batch of {b}")
-        q = torch.stack([_orthogonal(int(sd), k) for sd in seeds]).to(left)
-        left, right = left @ q, right @ q
-    peak = torch.maximum(left.abs().amax((1, 2)), right.abs().amax((1, 2))).clamp_min(1e-12)
-    scale = 0.5 / peak[:, None, None]  # one scale per element: [-peak, peak] -> [0, 1)
-    model.P[..., :k] = (left * scale * 0.999 + 0.5).to(model.P)
-    model.R[..., :k] = (right * scale * 0.999 + 0.5).to(model.R)
-    err = model.refit_readout(t_std.to(model.P))
-    return {"init": "spectral", "init_rank": k, "init_rel_mse": err.tolist()}
-
-
-@torch.no_grad()
-def init_riem_spectral_chain(parts: Sequence[RiemEmbedding], targets: Sequence[torch.Tensor],
-                             seeds: Sequence[int] | None = None) -> dict:
-    """:func:`init_riem_spectral` for a chain of layers that share neurons (part k's ``R`` is
-    part k-1's ``P``, one tensor).
-
-    Why: a shared neuron is a row of layer k-1 and a column of layer k, so its principal
-    coordinates come from its whole profile, incoming weights and outgoing weights side by side
-    ([W_{k-1}, W_k^T] per neuron); the chain's first inputs and last outputs have one side
-    only. Each neuron set is placed separately (its own rotation per seed and its own scale
-    into [0, 1)): RieM adds row and column positions inside a random metric, so no alignment
-    between the two sides' frames is needed at the start. Then every layer's read-out is solved
-    by least squares, as for one layer.
-    """
-    t_std = [_standardise(t).to(p.P.device) for p, t in zip(parts, targets, strict=True)]
-    # neuron sets: the first layer's columns, each shared set, the last layer's rows
-    sets = [(parts[0].R, t_std[0].transpose(1, 2))]
-    sets += [(parts[k - 1].P, torch.cat([t_std[k - 1], t_std[k].transpose(1, 2)], 2))
-             for k in range(1, len(parts))]
-    sets.append((parts[-1].P, t_std[-1]))
-    ranks = []
-    for tensor, profile in sets:
-        u, s, _ = _svd_of_distinct(profile)
-        k = min(tensor.shape[-1], s.shape[-1])
-        coords = u[:, :, :k] * s[:, None, :k].sqrt()
-        if seeds is not None and k > 1:
-            coords = coords @ torch.stack([_orthogonal(int(sd), k) for sd in seeds]).to(coords)
-        peak = coords.abs().amax((1, 2)).clamp_min(1e-12)
-        tensor[..., :k] = (coords * (0.5 * 0.999 / peak[:, None, None]) + 0.5).to(tensor)
-        ranks.append(k)
-    errs = []
-    for part, t in zip(parts, t_std, strict=True):
-        errs.append(part.refit_readout(t.to(part.P)).tolist())
-    return {"init": "spectral", "init_rank": ranks, "init_rel_mse": errs}
