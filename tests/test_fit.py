@@ -168,14 +168,15 @@ def test_lpnorm_general_p_matches_cdist_and_has_finite_gradients():
 def test_gradients_through_shared_halves_equal_plain_autograd():
     """The engine builds RieM's row and column halves once per step and back-propagates each
     row chunk into them; the gradients must be those of the plain full-matrix loss."""
-    from riembench.fit import FitConfig, _accumulate_part
+    from riembench.fit import FitConfig, _accumulate_part, _row_blocks
 
     torch.manual_seed(0)
     model = RiemEmbedding([0, 1], 13, 17, d=6, d_mu=3, shifts=[0, 2, 4])
     target = torch.randn(2, 13, 17)
     alive = torch.ones(2, dtype=torch.bool)
     cfg = FitConfig(chunk_elems=2 * 17 * 9 * 3 * 2)  # two rows per chunk: seven chunks
-    loss = _accumulate_part(model, target, cfg, True, alive, torch.Generator(), 1.0)
+    loss = _accumulate_part(model, target, _row_blocks(model, cfg, True, torch.Generator()),
+                            alive, 1.0)
     engine = {k: p.grad.clone() for k, p in model.named_parameters()}
     model.zero_grad()
     ref = (model.rows(slice(None)) - target).square().sum((1, 2))
@@ -194,7 +195,7 @@ def test_hand_written_chunk_gradient_equals_autograd(activation, combine, wrap):
     """The fit's fused inner loop (``RiemEmbedding.fused_chunk_grad``) must give autograd's
     loss and gradients, also for a row subset (stochastic steps) and with a frozen element
     whose loss is NaN (it gets no gradient and its NaN reaches no other element)."""
-    from riembench.fit import FitConfig, _accumulate_part
+    from riembench.fit import FitConfig, _accumulate_part, _row_blocks
 
     def grads(fused: bool, full: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         torch.manual_seed(0)
@@ -206,8 +207,8 @@ def test_hand_written_chunk_gradient_equals_autograd(activation, combine, wrap):
         target = torch.randn(3, 13, 17)
         alive = torch.tensor([True, True, False])
         cfg = FitConfig(chunk_elems=3 * 17 * 9 * 3 * 2, row_fraction=0.6)
-        loss = _accumulate_part(model, target, cfg, full, alive,
-                                torch.Generator().manual_seed(3), 0.7)
+        blocks = _row_blocks(model, cfg, full, torch.Generator().manual_seed(3))
+        loss = _accumulate_part(model, target, blocks, alive, 0.7)
         return loss, {k: p.grad.clone() for k, p in model.named_parameters()}
 
     for full in (True, False):
@@ -223,8 +224,9 @@ def test_hand_written_chunk_gradient_equals_autograd(activation, combine, wrap):
     model = RiemEmbedding([0], 13, 17, d=6, d_mu=3, shifts=[0, 2, 4], activation=activation,
                           combine=combine, wrap=wrap)
     target = torch.randn(1, 13, 17)
-    _accumulate_part(model, target, FitConfig(chunk_elems=17 * 9 * 3 * 2), True,
-                     torch.ones(1, dtype=torch.bool), torch.Generator(), 1.0)
+    _accumulate_part(model, target, _row_blocks(model, FitConfig(chunk_elems=17 * 9 * 3 * 2), True,
+                                                torch.Generator()),
+                     torch.ones(1, dtype=torch.bool), 1.0)
     fused = {k: p.grad.clone() for k, p in model.named_parameters()}
     model.zero_grad()
     (model.rows(slice(None)) - target).square().sum().backward()

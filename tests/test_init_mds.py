@@ -163,7 +163,10 @@ def test_short_fit_from_mds_beats_random_and_svd_riem_still_works():
     steps = 60
     m, n = 64, 80
     t = distance_field(m, n, seed=4).expand(2, m, n)
-    cfg = FitConfig(steps=steps, warmup=5, eval_every=10)
+    # the claim is about Adam (the authors' optimiser); with variable projection the random
+    # start also gets there in 60 steps (benchmarks/convergence.py)
+    cfg = FitConfig(steps=steps, warmup=5, eval_every=10, solver="adam", lr=1e-2,
+                    schedule="cosine", patience=0)
     mds = LpNormEmbedding([0, 1], m, n, 8, 4, 2.0)
     init_lpnorm_mds(mds, t, seeds=[0, 1])
     r_mds = fit(mds, t, cfg)

@@ -122,7 +122,8 @@ class BatchedEmbedding(nn.Module, ABC):
         return getattr(self, self.READOUT[0]).shape[-1] + int(getattr(self, "has_offset", True))
 
     @torch.no_grad()
-    def refit_readout(self, targets: torch.Tensor, chunk_elems: int = 2**24) -> torch.Tensor:
+    def refit_readout(self, targets: torch.Tensor, chunk_elems: int = 2**24,
+                      blocks: Sequence[torch.Tensor | slice] | None = None) -> torch.Tensor:
         """Least-squares read-out for the current features, per element, against ``targets``
         (B, m, n).
 
@@ -132,7 +133,9 @@ class BatchedEmbedding(nn.Module, ABC):
         feature errors are amplified; re-solving the few read-out numbers removes that (measured
         in docs/riem.md). Normal equations in float64, accumulated over row chunks. Returns the
         per-element mean squared error of the new read-out against ``targets`` (float64, from
-        the same normal equations: no reconstruction needed to score a start).
+        the same normal equations: no reconstruction needed to score a start). ``blocks``: row
+        chunks to solve on (a random subset of rows gives an unbiased read-out cheaply: it has
+        only d_mu + 1 or H + 1 unknowns); default every row.
         """
         w_name, c_name = self.READOUT
         k = getattr(self, w_name).shape[-1]
@@ -141,12 +144,15 @@ class BatchedEmbedding(nn.Module, ABC):
         ata = targets.new_zeros(self.batch, cols, cols, dtype=torch.float64)
         aty = targets.new_zeros(self.batch, cols, dtype=torch.float64)
         yty = targets.new_zeros(self.batch, dtype=torch.float64)
-        step = self.rows_per_chunk(chunk_elems)
+        if blocks is None:
+            step = self.rows_per_chunk(chunk_elems)
+            blocks = [slice(i, min(i + step, self.m)) for i in range(0, self.m, step)]
         halves = self.halves()
-        for i in range(0, self.m, step):
-            rows = slice(i, min(i + step, self.m))
+        used = 0
+        for rows in blocks:
             a = self.features(rows, halves).double().reshape(self.batch, -1, k)
             y = targets[:, rows].double().reshape(self.batch, -1)
+            used += y.shape[1]
             ata[:, :k, :k] += a.transpose(1, 2) @ a
             aty[:, :k] += (a.transpose(1, 2) @ y[..., None])[..., 0]
             yty += y.square().sum(1)
@@ -162,7 +168,7 @@ class BatchedEmbedding(nn.Module, ABC):
             getattr(self, c_name).copy_(sol[:, k].to(getattr(self, c_name).dtype))
         # ||y - A x||^2 = y'y - 2 x'A'y + x'A'A x, at the solution x
         sse = yty - 2 * (sol * aty).sum(1) + (sol[:, None, :] @ ata @ sol[..., None])[:, 0, 0]
-        return sse.clamp_min(0.0) / (self.m * self.n)
+        return sse.clamp_min(0.0) / used
 
     def element(self, b: int) -> BatchedEmbedding:
         """A batch-of-one copy of element ``b`` (what one seed's compressed layer keeps)."""

@@ -171,7 +171,6 @@ class FitRun:
         self.best = {k: v.detach().clone() for k, v in self.container.named_parameters()}
         self.best_loss = torch.full((batch,), math.inf, device=device)
         self.best_parts = torch.full((len(parts), batch), math.inf, device=device)
-        self.last_parts = torch.full((len(parts), batch), math.inf, device=device)
         self.best_step = [0] * batch
         self.failed: list[str | None] = [None] * batch
         self.alive = torch.ones(batch, dtype=torch.bool, device=device)
@@ -203,27 +202,31 @@ class FitRun:
             self.bar = None
 
     @torch.no_grad()
-    def _solve_readout(self) -> torch.Tensor:
+    def _solve_readout(self, blocks: Sequence[Sequence[torch.Tensor | slice] | None] | None = None
+                       ) -> torch.Tensor:
         """Variable projection: the exact least-squares read-out of every part for the current
-        positions and metric; returns each part's mean squared error at it (parts, B)."""
-        return torch.stack([part.refit_readout(t).to(t.dtype)
-                            for part, t in zip(self.parts, self.tgts, strict=True)])
+        positions and metric (on the given row chunks of each part, default all rows); returns
+        each part's mean squared error at it (parts, B)."""
+        blocks = blocks or [None] * len(self.parts)
+        return torch.stack([part.refit_readout(t, self.cfg.chunk_elems, b).to(t.dtype)
+                            for part, t, b in zip(self.parts, self.tgts, blocks, strict=True)])
 
     def _step(self) -> None:
         cfg, step = self.cfg, self.step_count
         last = step == cfg.steps - 1
         is_eval = step % cfg.eval_every == 0 or last
         live = self.alive & self.active
+        # one set of row chunks per part and step, shared by the read-out solve and the gradient
+        blocks = [_row_blocks(part, cfg, is_eval, self.row_gen) for part in self.parts]
         if self.readout:
-            self._solve_readout()
+            self._solve_readout(blocks)
         self.opt.zero_grad(set_to_none=False)
         for p in self.container.parameters():  # the solved read-out takes no gradient steps
             if id(p) in self.readout:
                 p.grad = None
         part_loss = torch.zeros(len(self.parts), self.batch, device=self.device)
         for k, (part, t) in enumerate(zip(self.parts, self.tgts)):
-            part_loss[k] = _accumulate_part(part, t, cfg, is_eval, live, self.row_gen,
-                                            self.weights[k])
+            part_loss[k] = _accumulate_part(part, t, blocks[k], live, self.weights[k])
         loss = part_loss.sum(0)
         if self.init_loss is None:
             self.init_loss = loss.clone()
@@ -238,7 +241,6 @@ class FitRun:
             if p.grad is not None:
                 p.grad[~live] = 0
         if is_eval:
-            self.last_parts = part_loss.detach().clone()
             improved = live & (loss < self.best_loss * (1 - cfg.min_delta))
             if improved.any():
                 with torch.no_grad():
@@ -332,19 +334,22 @@ class FitRun:
                          history_s=self.history_s, stopped_at=list(self.stopped_at))
 
 
-def _accumulate_part(part: BatchedEmbedding, t: torch.Tensor, cfg: FitConfig, full: bool,
-                     alive: torch.Tensor, row_gen: torch.Generator, weight: float) -> torch.Tensor:
-    """Back-propagate one part's loss chunk by chunk; return its per-element mean squared error."""
+def _row_blocks(part: BatchedEmbedding, cfg: FitConfig, full: bool,
+                row_gen: torch.Generator) -> list[torch.Tensor | slice]:
+    """The row chunks one step works on: every row (evaluation steps, ``row_fraction`` 1) or a
+    random ``row_fraction`` of them (cheaper stochastic steps), in chunks of ``chunk_elems``."""
     step_rows = part.rows_per_chunk(cfg.chunk_elems)
     n_sub = max(1, round(cfg.row_fraction * part.m))
     if full or n_sub == part.m:
-        blocks: list[torch.Tensor | slice] = [slice(i, min(i + step_rows, part.m))
-                                              for i in range(0, part.m, step_rows)]
-        rows_used = part.m
-    else:
-        picked = torch.randperm(part.m, generator=row_gen, device=t.device)[:n_sub]
-        blocks = list(picked.split(step_rows))
-        rows_used = n_sub
+        return [slice(i, min(i + step_rows, part.m)) for i in range(0, part.m, step_rows)]
+    picked = torch.randperm(part.m, generator=row_gen, device=row_gen.device)[:n_sub]
+    return list(picked.split(step_rows))
+
+
+def _accumulate_part(part: BatchedEmbedding, t: torch.Tensor, blocks: Sequence[torch.Tensor | slice],
+                     alive: torch.Tensor, weight: float) -> torch.Tensor:
+    """Back-propagate one part's loss chunk by chunk; return its per-element mean squared error."""
+    rows_used = sum(b.stop - b.start if isinstance(b, slice) else b.numel() for b in blocks)
     loss = torch.zeros(part.batch, device=t.device)
     # the halves are built once with autograd; each chunk back-propagates into detached copies,
     # whose gradients then go through the halves once (same gradients, fewer rebuilds)
