@@ -34,7 +34,7 @@ import pandas as pd
 from riembench.report import fmt
 from riembench.report.fmt import Text, missing, too_few_seeds
 from riembench.report.paper import load_paper_table
-from riembench.report.render import Figure, Presentation, renderers
+from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
 
 KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
@@ -270,17 +270,9 @@ def presenter(table: ImageNetTable) -> Callable[[pd.DataFrame], Presentation]:
 def plot(df: pd.DataFrame) -> Figure:
     """Top-1 against the stored size (MB), a panel per (backbone, dataset), the paper's rows
     (those we run and the paper-only baselines) as hollow points."""
-    pts = []
-    for r in df.itertuples():
-        panel = _block(r).md
-        series = fmt.method_name(r.paper_method, r.variant).md
-        if not r.paper_only:
-            show = fmt.shows_std(r.ours_std, r.ours_mean, r.n_selected)
-            pts.append({"panel": panel, "series": series, "source": "ours", "x": r.stored_mb,
-                        "y": r.ours_mean, "yerr": r.ours_std if show else math.nan})
-        pts.append({"panel": panel, "series": series, "source": "paper", "x": r.paper_size_mb,
-                    "y": r.paper_top1, "yerr": math.nan})
-    return Figure(pd.DataFrame(pts), "stored size (decimal MB, log)", "top-1 (%)")
+    points = size_points(df, lambda r: _block(r).md, ("stored_mb", "ours_mean", "ours_std"),
+                         ("paper_size_mb", "paper_top1"))
+    return Figure(points, "stored size (decimal MB, log)", "top-1 (%)")
 
 
 def register_table(table: ImageNetTable, run_hint: str) -> TableSpec:

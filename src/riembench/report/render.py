@@ -71,6 +71,29 @@ class Figure:
     hlines: dict[str, list[tuple[float, str]]] = field(default_factory=dict)
 
 
+def size_points(df: pd.DataFrame, panel: Callable[[Any], str], ours: tuple[str, str, str],
+                paper: tuple[str, str], *, n_selected: str = "n_selected") -> pd.DataFrame:
+    """The points of :class:`Figure` from a tidy frame: per row, ours at ``(x, mean)`` with the
+    std as error bar where :func:`~riembench.report.fmt.shows_std` allows it, and the paper's
+    at ``(x, value)``; a paper-only row (``paper_only``) gives the paper's point alone. The
+    series is the row's method as displayed (``paper_method`` where the frame has one)."""
+    from riembench.report.fmt import method_name, shows_std
+
+    (ox, oy, oerr), (px, py) = ours, paper
+    pts = []
+    for r in df.itertuples():
+        where = panel(r)
+        series = method_name(getattr(r, "paper_method", r.method), r.variant).md
+        if not getattr(r, "paper_only", False):
+            std = getattr(r, oerr)
+            show = shows_std(std, getattr(r, oy), getattr(r, n_selected))
+            pts.append({"panel": where, "series": series, "source": "ours", "x": getattr(r, ox),
+                        "y": getattr(r, oy), "yerr": std if show else math.nan})
+        pts.append({"panel": where, "series": series, "source": "paper", "x": getattr(r, px),
+                    "y": getattr(r, py), "yerr": math.nan})
+    return pd.DataFrame(pts, columns=["panel", "series", "source", "x", "y", "yerr"])
+
+
 def caption(p: Presentation) -> str:
     """The LaTeX caption: the title and the note, without the "Table N:" LaTeX adds itself."""
     return f"{p.title.tex}. {p.note.tex}"

@@ -26,7 +26,7 @@ import pandas as pd
 from riembench.report import fmt
 from riembench.report.fmt import Text, too_few_seeds
 from riembench.report.paper import load_paper_table
-from riembench.report.render import Figure, Presentation, renderers
+from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
 
 #: our datasets -> the paper's dataset they stand for
@@ -133,16 +133,9 @@ def present(df: pd.DataFrame) -> Presentation:
 
 def plot(df: pd.DataFrame) -> Figure:
     """Top-1 against the compressed layers' parameter count, a panel per (backbone, data)."""
-    pts = []
-    for r in df.itertuples():
-        panel = _block(r).md
-        series = fmt.method_name(r.paper_method, r.variant).md
-        show = fmt.shows_std(r.ours_std, r.ours_mean, r.n_selected)
-        pts.append({"panel": panel, "series": series, "source": "ours", "x": r.params,
-                    "y": r.ours_mean, "yerr": r.ours_std if show else math.nan})
-        pts.append({"panel": panel, "series": series, "source": "paper", "x": r.paper_params,
-                    "y": r.paper, "yerr": math.nan})
-    return Figure(pd.DataFrame(pts), "stored parameters of the FC layers (log)", "top-1 (%)")
+    points = size_points(df, lambda r: _block(r).md, ("params", "ours_mean", "ours_std"),
+                         ("paper_params", "paper"))
+    return Figure(points, "stored parameters of the FC layers (log)", "top-1 (%)")
 
 
 TABLE1 = register(TableSpec(

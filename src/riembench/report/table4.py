@@ -34,7 +34,7 @@ import pandas as pd
 from riembench.report import fmt
 from riembench.report.fmt import Text, missing, too_few_seeds
 from riembench.report.paper import load_paper_table
-from riembench.report.render import Figure, Presentation, renderers
+from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
@@ -217,6 +217,10 @@ METRIC_HEADERS = [Text.plain("AP"), Text("AP50", "AP$_{50}$"), Text("AP75", "AP$
                   Text("APs", "AP$_S$"), Text("APm", "AP$_M$"), Text("APl", "AP$_L$")]
 
 
+def _block(row: Any) -> Text:
+    return fmt.backbone_name(row.backbone) + " on " + fmt.dataset_name(row.dataset)
+
+
 def present(df: pd.DataFrame) -> Presentation:
     """A block per (backbone, dataset), a row per (method, size); the AP suite per row."""
     rows = []
@@ -234,8 +238,7 @@ def present(df: pd.DataFrame) -> Presentation:
         "measured (every tensor at its bit-width, BatchNorm buffers included); params: stored "
         f"numbers of the compressed layers. *: failed seeds or fewer than {K} usable seeds "
         "(see table4.csv).")
-    blocks = [fmt.backbone_name(r.backbone) + " on " + fmt.dataset_name(r.dataset)
-              for r in df.itertuples()]
+    blocks = [_block(r) for r in df.itertuples()]
     return Presentation("Table 4", Text("DETR-R50 on COCO val2017, AP %",
                                         r"DETR-R50 on COCO val2017, AP (\%)"),
                         note, pd.DataFrame(rows, columns=headers), "llrr" + "r" * len(METRICS),
@@ -244,17 +247,9 @@ def present(df: pd.DataFrame) -> Presentation:
 
 def plot(df: pd.DataFrame) -> Figure:
     """AP against the stored size: ours (measured MB) beside the paper's (its MB)."""
-    pts = []
-    for r in df.itertuples():
-        panel = (fmt.backbone_name(r.backbone) + " on " + fmt.dataset_name(r.dataset)).md
-        series = fmt.method_name(r.paper_method, r.variant).md
-        if not r.paper_only:
-            show = fmt.shows_std(r.ours_std_AP, r.ours_AP, r.n_selected)
-            pts.append({"panel": panel, "series": series, "source": "ours", "x": r.stored_mb,
-                        "y": r.ours_AP, "yerr": r.ours_std_AP if show else math.nan})
-        pts.append({"panel": panel, "series": series, "source": "paper", "x": r.paper_size_mb,
-                    "y": r.paper_AP, "yerr": math.nan})
-    return Figure(pd.DataFrame(pts), "stored size (decimal MB, log)", "AP (%)")
+    points = size_points(df, lambda r: _block(r).md, ("stored_mb", "ours_AP", "ours_std_AP"),
+                         ("paper_size_mb", "paper_AP"))
+    return Figure(points, "stored size (decimal MB, log)", "AP (%)")
 
 
 TABLE4 = register(TableSpec(

@@ -18,7 +18,7 @@ import pandas as pd
 from riembench.report import fmt
 from riembench.report.fmt import Text
 from riembench.report.paper import load_paper_table
-from riembench.report.render import Figure, Presentation, renderers
+from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
 
 #: the paper's row order; methods it does not have (e.g. svd) follow, alphabetically
@@ -110,7 +110,7 @@ def present(df: pd.DataFrame) -> Presentation:
         rows.append([fmt.method_name(method, variant)]
                     + [_cell(cells[c], best) if c in cells else fmt.EMPTY for c in cols])
         blocks.append(Text("family: ", "family: ") + fmt.family_name(family))
-        sources.append(list(part.index))
+        sources.append(list(df.index.get_indexer(part.index)))  # positions in the tidy frame
     body = pd.DataFrame(rows, columns=pd.MultiIndex.from_tuples(headers))
     note = (Text(f"Error: {ERROR_MD}", f"Error {ERROR_TEX}")
             + Text.plain(" over test probe vectors (lower is better); budget ratio × N² stored "
@@ -128,19 +128,12 @@ def present(df: pd.DataFrame) -> Presentation:
 
 def plot(df: pd.DataFrame) -> Figure:
     """Error against the compute ratio, a panel per (family, N), the paper's points beside."""
-    pts, hlines = [], {}
-    for row in df.itertuples():
-        panel = f"{row.family}: N={int(row.n)}"
-        series = fmt.method_name(row.method, row.variant).md
-        hlines[panel] = [(1 / math.sqrt(int(row.n)), "zero predictor (1/√N)")]
-        std = row.ours_std if fmt.shows_std(row.ours_std, row.ours_mean, row.n_selected) else math.nan
-        pts.append({"panel": panel, "series": series, "source": "ours", "x": row.ratio,
-                    "y": row.ours_mean, "yerr": std})
-        if pd.notna(row.paper):
-            pts.append({"panel": panel, "series": series, "source": "paper", "x": row.ratio,
-                        "y": row.paper, "yerr": math.nan})
-    return Figure(pd.DataFrame(pts), "compute ratio (budget / N²)",
-                  "matvec error (log, lower is better)", logx=False, logy=True, hlines=hlines)
+    panel = lambda r: f"{r.family}: N={int(r.n)}"
+    hlines = {panel(r): [(1 / math.sqrt(int(r.n)), "zero predictor (1/√N)")]
+              for r in df.itertuples()}
+    points = size_points(df, panel, ("ratio", "ours_mean", "ours_std"), ("ratio", "paper"))
+    return Figure(points, "compute ratio (budget / N²)", "matvec error (log, lower is better)",
+                  logx=False, logy=True, hlines=hlines)
 
 
 TABLE5 = register(TableSpec(
