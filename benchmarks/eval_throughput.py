@@ -21,7 +21,9 @@ The conversion runs a single fitting step (``init=random``): throughput after ``
 does not depend on how well the weights were fitted. Each round runs every (model, path) pair
 once, in the same order (A B C A B C ...), and the median round is reported, so a load change
 on a shared machine hits all of them alike. The ratios ``project / <reference>`` are the
-numbers to read (> 1: the project's path is faster). Results:
+numbers to read (> 1: the project's path is faster): of the median rounds, and the median of
+the per-round ratios (``_paired``: each from runs seconds apart, the steadier of the two on a
+loaded machine). Results:
 ``benchmarks/results/eval-<device>.json``.
 
     python benchmarks/eval_throughput.py [--batches 4 --batch-size 16]   # CPU sizes
@@ -180,6 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     result["ratios_project_over"] = {
         f"{m}_{p}": ips[f"{m}_project"] / ips[f"{m}_{p}"] for m in models for p in paths
         if p != "project"}
+    # the same ratio per round (runs minutes apart share less of the machine's load), median
+    result["ratios_project_over_paired"] = {
+        f"{m}_{p}": statistics.median(ref / ours for ours, ref in
+                                      zip(runs[(m, "project")], runs[(m, p)], strict=True))
+        for m in models for p in paths if p != "project"}
     result["ratio_converted_over_original_project"] = \
         ips["converted_project"] / ips["original_project"]
     # the paths must agree on what they compute (top-1/top-5 on the same images); under AMP
@@ -190,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     path = write_result(result, Path(args.out), "eval", device, args.smoke)
     print({k: round(v, 2) for k, v in ips.items()})
     print("project / reference:", {k: round(v, 3) for k, v in result["ratios_project_over"].items()})
+    print("per round, median:", {k: round(v, 3)
+                                 for k, v in result["ratios_project_over_paired"].items()})
     print(f"wrote {path}")
 
 
