@@ -72,7 +72,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def timm_loop(channels_last: bool = False, amp: bool = False) -> Callable[..., dict[str, float]]:
     """timm ``validate.py``'s loop (its defaults; ``--channels-last``; ``--amp``)."""
-    from timm.utils import accuracy as timm_accuracy
+    timm_accuracy = reference_accuracy()
 
     def run(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
             device: torch.device) -> dict[str, float]:
@@ -98,6 +98,22 @@ def timm_loop(channels_last: bool = False, amp: bool = False) -> Callable[..., d
         return {"acc": top1 / labels.numel(), "top5": top5 / labels.numel()}
 
     return run
+
+
+def reference_accuracy() -> Callable[..., list[torch.Tensor]]:
+    """timm's ``accuracy`` (top-k % of a batch); timm is an optional dependency (table 4), so
+    without it the same computation written out (timm's formula: one topk, then prefixes)."""
+    try:
+        from timm.utils import accuracy
+    except ImportError:
+        def accuracy(output: torch.Tensor, target: torch.Tensor,
+                     topk: tuple[int, ...] = (1,)) -> list[torch.Tensor]:
+            maxk = min(max(topk), output.size(1))
+            pred = output.topk(maxk, 1, True, True)[1].t()
+            correct = pred.eq(target.reshape(1, -1).expand_as(pred))
+            return [correct[:min(k, maxk)].reshape(-1).float().sum(0) * 100.0 / target.size(0)
+                    for k in topk]
+    return accuracy
 
 
 def project_path(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -144,6 +160,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     result: dict[str, Any] = {"benchmark": "eval_throughput", **environment(device),
+                              "reference_accuracy": reference_accuracy().__module__,
                               "mode": "smoke" if args.smoke else "full" if args.full else "cpu",
                               "settings": vars(args)}
 
