@@ -74,7 +74,7 @@ def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
                         pin_memory=cuda)
     dtype = autocast_dtype(device, amp)
     was_training = model.training
-    relayout = channels_last and _has_conv_weights(model)
+    relayout = channels_last and _needs_channels_last(model)
     if relayout:
         model.to(memory_format=torch.channels_last)
     model.eval()
@@ -101,9 +101,11 @@ def predict(model: torch.nn.Module, dataset: Dataset, batch_size: int = 256,
     return torch.cat(outs), torch.cat(targets)
 
 
-def _has_conv_weights(model: torch.nn.Module) -> bool:
-    """Whether a layout change can matter: some parameter is a 4-d (convolution) weight."""
-    return any(p.dim() == 4 for p in model.parameters())
+def _needs_channels_last(model: torch.nn.Module) -> bool:
+    """Whether a layout change is worth it: some 4-d (convolution) weight is not channels_last
+    yet (a model already in that layout is used, and left, as it is)."""
+    return any(p.dim() == 4 and not p.is_contiguous(memory_format=torch.channels_last)
+               for p in model.parameters())
 
 
 def _quiet(progress: bool | None) -> bool | None:
