@@ -45,9 +45,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/eval_throughput.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/engine_ablation.py
 
-# A lent GPU machine has torch but not hydra-core/omegaconf: fetch them as wheels into .whl/
-# (git-ignored), then run `bash benchmarks/gpu_session.sh` there with .whl carried
-# (docs/benchmarks.md, "For a GPU session").
+# A GPU machine with torch but without hydra-core/omegaconf: fetch them as wheels into .whl/
+# (git-ignored), copy .whl/ along, then run `bash benchmarks/gpu_session.sh` there
+# (docs/benchmarks.md, "On a GPU machine").
 gpu-wheels: $(STAMP)
 	mkdir -p .whl
 	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# One prepared run of every GPU measurement issue 7 asks for, ordered by what matters most and
-# sized to finish inside one device call (10 minutes) of a 15-minute lease.
+# Every GPU measurement of the benchmark suite in one command, ordered by what matters most and
+# sized to finish in about 10 minutes on one GPU.
 #
-# Why a script: a lent GPU machine is bare, billed from its start, and may be lent once; the
-# checks must be one short command that writes its results as it goes, so that a part that runs
-# out of time loses only itself. Each part has its own `timeout`; results land in
-# benchmarks/results/ and, when $OUT is set (the device tool), are copied there.
+# Why one script: GPU time is usually short and paid for from the start, so the measurements
+# run unattended, write their results as they go, and each part has its own `timeout`: a part
+# that runs long loses only itself. Results land in benchmarks/results/ and, when $OUT names a
+# folder, are also packed there (one archive plus the log).
 #
 #   bash benchmarks/gpu_session.sh            # on the GPU machine (python3 with torch there)
 #   SMOKE=1 bash benchmarks/gpu_session.sh    # seconds, on the CPU (tests/test_benchmarks.py)
 #
-# The device image has torch, torchvision, pandas, scikit-learn but not hydra-core/omegaconf:
-# carry them as wheels (see docs/benchmarks.md, "For a GPU session"); they are installed from
-# .whl/ when that folder exists.
+# A machine with torch, torchvision, pandas and scikit-learn but without hydra-core/omegaconf
+# can take them as wheels: `make gpu-wheels` puts them in .whl/, and this script installs from
+# .whl/ when that folder exists (docs/benchmarks.md, "On a GPU machine").
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -32,8 +32,8 @@ if [ "${SMOKE:-0}" = 1 ]; then
     T_ABL=120; T_R50=120; T_CMP=120; T_EVAL=120; T_PROF=120; T_MEM=120; MEM=(--n 500 --seeds 2)
 else
     DEV=cuda; MODE=(--full); ABL=(); CMP=(--layers 'layer3.*' --steps 20)
-    # seconds per part; the sum (with start-up) stays under the device tool's 600 s per call.
-    # ResNet-50 first and longest: it is the headline (issue 7: <= 10 min on one H100)
+    # seconds per part; the sum (with start-up) stays under 10 minutes.
+    # ResNet-50 first and longest: it is the headline (target: <= 10 min on one H100)
     T_ABL=45; T_R50=360; T_CMP=50; T_EVAL=30; T_PROF=45; T_MEM=30
     MEM=(--n 10000 --seeds 10 --ratio 0.1)  # table 5's largest cell, one step
 fi
@@ -69,7 +69,7 @@ part profile $T_PROF "$PY" benchmarks/convert.py "${MODE[@]}" --device $DEV --ou
 part memory $T_MEM "$PY" benchmarks/memory.py --device $DEV --out "$RES" "${MEM[@]}" --tag n10000
 
 if [ -n "${OUT:-}" ]; then
-    # one archive (the device tool brings back at most 8 files) plus the log
+    # one archive (few files are easier to copy back from a remote machine) plus the log
     (cd "$RES" && tar czf "$OUT"/gpu_session-results.tgz ./*-"$DEV"*.json ./profile-"$DEV"*.txt \
         gpu_session-log.txt 2>/dev/null) || true
     cp "$LOG" "$OUT"/ 2>/dev/null || true

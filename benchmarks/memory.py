@@ -1,8 +1,8 @@
 """Peak memory of a RieM fit on a large matrix, against the engine's memory model.
 
-Why: issue 7 asks that chunking lets 10000 x 10000 matrices (table 5's largest N) fit in GPU
-memory. The fit's memory is the stacked targets (raw and standardised), the row and column
-halves of the pre-activation with their gradients, one reused chunk buffer bounded by
+Why: chunking is what lets 10000 x 10000 matrices (table 5's largest N) fit in GPU memory.
+The fit's memory is the stacked targets (raw and standardised), the row and column halves of
+the pre-activation with their gradients, one reused chunk buffer bounded by
 ``chunk_elems``, the parameters with Adam's state and the kept best copy, and the final
 reconstruction; without chunking the (B, m, n, |S| d_mu) activation alone would be the peak.
 This runs one fit (and the reconstruction) in a fresh process and reports the measured peak

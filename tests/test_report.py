@@ -115,18 +115,22 @@ def test_table5_latex_markdown_and_plot(store, tmp_path):
     tex = (out / "table5.tex").read_text()
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "lp\\_field" in tex and "randn" in tex and "\\caption{" in tex
-    lines = [ln for ln in tex.splitlines() if ln.startswith(("riem &", "svd &"))]
+    lines = [ln for ln in tex.splitlines() if ln.startswith(("RieM &", "SVD &"))]
     assert len(lines) == 4  # two methods in two family blocks
     lp_riem, lp_svd = lines[0], lines[1]
     cells = lambda line: [c.strip() for c in line.removesuffix("\\\\").split("&")[1:]]
-    # ratio 0.1: riem is our best in lp_field; ratio 0.3: svd is
-    assert cells(lp_riem)[0] == "\\textbf{2.00E-04}$^{\\dagger}$ / 2.20E-04"
+    # ratio 0.1: riem is our best in lp_field; ratio 0.3: svd is. Real minus signs, mean ± std
+    assert cells(lp_riem)[0] == ("\\textbf{2.00E$-$04 $\\pm$ 1.0E$-$04}$^{\\dagger}$ / "
+                                 "2.20E$-$04")
     assert "\\textbf" not in cells(lp_riem)[1] and "\\textbf" not in cells(lp_svd)[0]
-    assert cells(lp_svd)[1].startswith("\\textbf{1.00E-04}") and cells(lp_svd)[1].endswith("/ --")
-    assert tex.count("\\textbf") == 4  # one per (family, column)
+    assert cells(lp_svd)[1].startswith("\\textbf{1.00E$-$04 $\\pm$ 5.0E$-$05}$^{\\dagger}$")
+    assert cells(lp_svd)[1].endswith("/ --")
+    assert tex.count("\\textbf") == 4 + 1  # one per (family, column), one in the caption
     assert tex.count("{") == tex.count("}")
+    assert tex.count("\\caption{") == 1 and "Table 5" not in tex.split("\\caption{")[1]
     md = (out / "table5.md").read_text()
-    assert "## family: `lp_field`" in md and "**2.00E-04 ± 1.0E-04**† / 2.20E-04" in md
+    assert "## family: Lp field (`lp_field`)" in md
+    assert "| RieM | **2.00E\u221204 ± 1.0E\u221204**† / 2.20E\u221204 | " in md
     png = out / "table5.png"
     assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -172,5 +172,5 @@ def test_small_table4_through_cli_and_reporter(tmp_path):
         assert all(_float(r["stored_mb"]) > 0 for r in ours)
         assert _float(quant["stored_mb"]) < 0.5 * _float(orig["stored_mb"])
     md = (out / "table4.md").read_text()
-    assert "| original |" in md and "40.1" in md and "(paper only: needs data)" in md
+    assert "| Original |" in md and "40.1" in md and "(paper only: needs data)" in md
     assert "\\toprule" in (out / "table4.tex").read_text()

@@ -37,7 +37,7 @@ from riembench.data import DATASETS
 from riembench.data.synthetic import MatrixTask
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.evaluate import (
-    accuracy,
+    classification_metrics,
     matvec_error,
     output_fidelity,
     predict,
@@ -351,7 +351,7 @@ def evaluate_split(task: Any, model: nn.Module, split: str, device: torch.device
         return dict(own(model, split, device=device, batch_size=batch_size, num_workers=num_workers))
     logits, labels = predict(model, getattr(task, split), batch_size, device,
                              num_workers=num_workers)
-    metrics = {"acc": accuracy(logits, labels)}
+    metrics = classification_metrics(logits, labels)  # acc (top-1) and top5
     if reference is not None:
         metrics.update(output_fidelity(logits, reference))
     return metrics

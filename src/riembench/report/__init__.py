@@ -4,6 +4,10 @@ Why records only: every number in a table must trace back to a run (its record k
 revision are in the CSV), never to a constant typed into the reporter. The paper's numbers come
 from the vendored transcription (:mod:`riembench.report.paper`).
 
+Each table module keeps its own paper join and says which cells and points to show; the files
+(tidy CSV, LaTeX through pandas' Styler, markdown, a figure) are written by the one renderer,
+:mod:`riembench.report.render`.
+
 Public API: :func:`write_table` (render one table; used by the CLI and the runner),
 :func:`build_table` (the tidy DataFrame without writing), :func:`select_top_k` (the seed rule),
 :func:`load_paper_table`, and the spec registry :data:`TABLES` / :func:`register`.

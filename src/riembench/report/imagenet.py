@@ -27,14 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from riembench.report.fmt import label, missing, tex_escape, too_few_seeds
+from riembench.report import fmt
+from riembench.report.fmt import Text, missing, too_few_seeds
 from riembench.report.paper import load_paper_table
-from riembench.report.tables import Renderer, TableSpec, register
+from riembench.report.render import Figure, Presentation, renderers, size_points
+from riembench.report.tables import TableSpec, register
 
 KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
 K = 3
@@ -190,30 +191,22 @@ def _paper_only(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------- renderers
 
-def _ours(row: Any, pm: str) -> str:
+def _ours(row: Any) -> Text:
     if row.paper_only:
-        return "--"
-    text = _num(row.ours_mean)
-    if not missing(row.ours_std):
-        text += f" {pm} {row.ours_std:.2f}"
-    if too_few_seeds(row.method, row.n_selected, row.n_failed, K):
-        text += "*"
-    return text
+        return fmt.DASH
+    show = fmt.shows_std(row.ours_std, row.ours_mean, row.n_selected,
+                         getattr(row, "deterministic", None))
+    few = too_few_seeds(row.method, row.n_selected, row.n_failed, K)
+    return fmt.mean_std(row.ours_mean, row.ours_std, show) + fmt.marks(few=few)
 
 
-def _method(row: Any) -> str:
-    name = label(row.paper_method, row.variant)
+def _method(row: Any) -> Text:
+    name = fmt.method_name(row.paper_method, row.variant)
     if row.paper_only:
         cite = "" if missing(row.paper_citation) else f", {row.paper_citation}"
-        needs = " needs data" if row.paper_data_free == 0 else ""
-        return f"{name} (paper only{needs}{cite})"
+        needs = ", needs data" if row.paper_data_free == 0 else ""
+        return name + f" (paper only{needs}{cite})"
     return name
-
-
-def _our_size(row: Any) -> str:
-    if row.paper_only:
-        return "--"
-    return _num(row.stored_mb)
 
 
 def _our_bits(row: Any) -> str:
@@ -236,81 +229,50 @@ def _ratio(row: Any) -> str:
 
 
 TABLE2_COLUMNS = (("W/A bits (ours / paper)", lambda r: f"{_our_bits(r)} / {_paper_bits(r)}"),)
-TABLE3_COLUMNS = (("prune", _ratio),
+TABLE3_COLUMNS = (("Prune", _ratio),
                   ("W/A bits (ours / paper W)", lambda r: f"{_our_bits(r)} / {_paper_bits(r)}"),
                   ("GFLOPs (ours / paper)",
                    lambda r: f"{_num(r.gflops)} / {_num(r.paper_gflops)}"))
 
 
-def _rows(df: pd.DataFrame, table: ImageNetTable, pm: str) -> list[list[str]]:
-    out = []
-    for row in df.itertuples():
-        out.append([row.backbone, row.dataset, _method(row),
-                    *[fmt(row) for _, fmt in table.columns],
-                    f"{_our_size(row)} / {_num(row.paper_size_mb)}", _ours(row, pm),
-                    _num(row.paper_top1), _num(row.ours_delta_vs_original, signed=True),
-                    _num(row.paper_delta_vs_original, signed=True)])
-    return out
-
-
-def _headers(table: ImageNetTable) -> list[str]:
-    return ["backbone", "data", "method", *[h for h, _ in table.columns],
-            "MB (ours / paper)", "top-1 ours", "top-1 paper", "Δ ours", "Δ paper"]
+def _block(row: Any) -> Text:
+    return fmt.backbone_name(row.backbone) + " on " + fmt.dataset_name(row.dataset)
 
 
 NOTE = ("Ours: top-1 on the test split, mean ± std over the best {k} seeds by dev top-1 (one "
-        "seed for deterministic methods). MB (ours): the stored size we measured, every stored "
-        "number at its own bit-width (riembench.cost `stored_mb`, decimal MB); MB (paper): the "
-        "paper's figure at the matched setting. Δ: minus the original of the same table. A row "
-        "on data other than ImageNet-1k (a test fixture) compares different tasks: read the Δ "
-        "columns. *: failed seeds or fewer than {k} usable seeds (see {name}.csv).")
+        "seed, no std, for deterministic methods). MB (ours): the stored size we measured, every "
+        "stored number at its own bit-width (decimal MB); MB (paper): the paper's figure at the "
+        "matched setting. Δ: minus the original of the same block. A block on data other than "
+        "ImageNet-1k (a test fixture) compares different tasks: read the Δ columns. *: failed "
+        "seeds or fewer than {k} usable seeds (see {name}.csv).")
 
 
-def renderers(table: ImageNetTable) -> tuple[Renderer, ...]:
-    """CSV (every column), markdown and booktabs LaTeX for ``table``."""
+def presenter(table: ImageNetTable) -> Callable[[pd.DataFrame], Presentation]:
+    """The cells of ``table``: a block per (backbone, dataset), a row per (method, setting)."""
 
-    def write_csv(df: pd.DataFrame, out: Path) -> Path:
-        path = out / f"{table.name}.csv"
-        df.to_csv(path, index=False, float_format="%.6g")
-        return path
+    def present(df: pd.DataFrame) -> Presentation:
+        headers = ["Method", *[h for h, _ in table.columns], "MB (ours / paper)", "Top-1 ours",
+                   "Top-1 paper", "Δ ours", "Δ paper"]
+        rows = [[_method(r), *[cell(r) for _, cell in table.columns],
+                 fmt.join([fmt.DASH if r.paper_only else fmt.number(r.stored_mb),
+                           fmt.number(r.paper_size_mb)]),
+                 _ours(r), fmt.number(r.paper_top1),
+                 fmt.number(r.ours_delta_vs_original, signed=True),
+                 fmt.number(r.paper_delta_vs_original, signed=True)] for r in df.itertuples()]
+        label, _, title = table.title.partition(": ")
+        return Presentation(label, Text.plain(title), Text.plain(NOTE.format(k=K, name=table.name)),
+                            pd.DataFrame(rows, columns=headers), "l" + "r" * (len(headers) - 1),
+                            [_block(r) for r in df.itertuples()], [[i] for i in range(len(df))])
 
-    def write_md(df: pd.DataFrame, out: Path) -> Path:
-        headers = _headers(table)
-        lines = [(f"<!-- generated by `python -m riembench.report {table.name}` from run "
-                  "records; do not edit -->"), f"# {table.title}", "",
-                 NOTE.format(k=K, name=table.name), "",
-                 "| " + " | ".join(headers) + " |",
-                 "|:--|:--|:--|" + "--:|" * (len(headers) - 3)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in _rows(df, table, "±")]
-        path = out / f"{table.name}.md"
-        path.write_text("\n".join(lines) + "\n")
-        return path
+    return present
 
-    def write_tex(df: pd.DataFrame, out: Path) -> Path:
-        headers = _headers(table)
-        lines = [(f"% generated by `python -m riembench.report {table.name}` from run records; "
-                  "do not edit"), "% needs \\usepackage{booktabs}", r"\begin{table}[t]",
-                 r"\centering", r"\small", r"\begin{tabular}{lll" + "r" * (len(headers) - 3) + "}",
-                 r"\toprule", " & ".join(tex_escape(h).replace("Δ", r"$\Delta$") for h in headers)
-                 + r" \\"]
-        previous = None
-        for row, cells in zip(df.itertuples(), _rows(df, table, r"$\pm$"), strict=True):
-            if (row.backbone, row.dataset) != previous:
-                lines.append(r"\midrule")
-                previous = (row.backbone, row.dataset)
-            escaped = [tex_escape(c) if i < 3 else c.replace("%", r"\%")
-                       for i, c in enumerate(cells)]
-            lines.append(" & ".join(escaped) + r" \\")
-        caption = (tex_escape(NOTE.format(k=K, name=table.name)).replace("±", r"$\pm$")
-                   .replace("Δ", r"$\Delta$"))
-        lines += [r"\bottomrule", r"\end{tabular}",
-                  rf"\caption{{{tex_escape(table.title)}. {caption}}}",
-                  rf"\label{{tab:{table.name}}}", r"\end{table}"]
-        path = out / f"{table.name}.tex"
-        path.write_text("\n".join(lines) + "\n")
-        return path
 
-    return (write_csv, write_tex, write_md)
+def plot(df: pd.DataFrame) -> Figure:
+    """Top-1 against the stored size (MB), a panel per (backbone, dataset), the paper's rows
+    (those we run and the paper-only baselines) as hollow points."""
+    points = size_points(df, lambda r: _block(r).md, ("stored_mb", "ours_mean", "ours_std"),
+                         ("paper_size_mb", "paper_top1"))
+    return Figure(points, "stored size (decimal MB, log)", "top-1 (%)")
 
 
 def register_table(table: ImageNetTable, run_hint: str) -> TableSpec:
@@ -323,7 +285,7 @@ def register_table(table: ImageNetTable, run_hint: str) -> TableSpec:
         lower_is_better=False,
         k=K,
         join_paper=lambda selected: join(selected, table),
-        renderers=renderers(table),
+        renderers=renderers(table.name, presenter(table), plot),
         extras=EXTRAS,
         run_hint=run_hint,
         description=table.title,
