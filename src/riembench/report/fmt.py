@@ -229,10 +229,18 @@ FAMILY_NAMES: dict[str, Text] = {
 }
 
 
-def method_name(method: str, variant: str = "") -> Text:
-    """``RieM (fast)``: the display name plus the variant, so a shortened fit reads as one."""
+def method_name(method: str, variant: str = "", protocol: str = "") -> Text:
+    """``RieM (fast)``: the display name plus the variant, so a shortened fit reads as one, and
+    ``RieM (dev-guided)`` when labelled dev data picked the checkpoints (protocol dev_guided)."""
     name = METHOD_NAMES.get(method) or code(method)
-    return name + (f" ({variant})" if isinstance(variant, str) and variant else "")
+    tags = [t for t in (variant if isinstance(variant, str) else "",
+                        "dev-guided" if protocol == "dev_guided" else "") if t]
+    return name + (f" ({', '.join(tags)})" if tags else "")
+
+
+def protocol_of(value: object) -> str:
+    """A record's protocol; records made before protocols existed were all ``strict``."""
+    return value if isinstance(value, str) and value else "strict"
 
 
 def backbone_name(backbone: str) -> Text:

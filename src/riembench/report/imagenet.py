@@ -37,7 +37,7 @@ from riembench.report.paper import load_paper_table
 from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
 
-KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
+KEYS = ["backbone", "dataset", "method", "variant", "protocol", "paper_method", "size"]
 K = 3
 SIZE_TOL_MB = 0.05
 #: our method name -> the paper's row name (Lp-norm rows are "lpnorm-p2" etc. in table 1)
@@ -135,6 +135,7 @@ def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
         if col not in df:
             df[col] = pd.NA
     df["variant"] = df["variant"].fillna("").astype(str)
+    df["protocol"] = df["protocol"].map(fmt.protocol_of) if "protocol" in df else "strict"
     for col in ("params", "total_params", "stored_mb", "file_mb", "gflops", "size_mb",
                 "size_bits", "w_bits", "a_bits", "prune_ratio", "ratio", "agree_all_seeds",
                 "out_rel_err_all_seeds"):
@@ -201,7 +202,7 @@ def _ours(row: Any) -> Text:
 
 
 def _method(row: Any) -> Text:
-    name = fmt.method_name(row.paper_method, row.variant)
+    name = fmt.method_name(row.paper_method, row.variant, row.protocol)
     if row.paper_only:
         cite = "" if missing(row.paper_citation) else f", {row.paper_citation}"
         needs = ", needs data" if row.paper_data_free == 0 else ""

@@ -32,7 +32,7 @@ from riembench.report.tables import TableSpec, register
 #: our datasets -> the paper's dataset they stand for
 PAPER_DATASET = {"mnist": "mnist", "cifar100": "cifar100", "digits": "mnist"}
 METHOD_ORDER = ["original", "lpnorm-p1", "lpnorm-p2", "lpnorm-p3", "riem", "svd"]
-KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
+KEYS = ["backbone", "dataset", "method", "variant", "protocol", "paper_method", "size"]
 COLUMNS = KEYS + ["params", "ours_mean", "ours_std", "n_seeds", "n_selected", "n_failed",
                   "selected_seeds", "paper_dataset", "paper_params", "paper", "ours_minus_paper",
                   "ours_delta_vs_original", "paper_delta_vs_original", "same_data",
@@ -56,6 +56,7 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
     paper["paper_params"] = paper["fc_params"].map(parse_count)
     df = selected.rename(columns={"mean": "ours_mean", "std": "ours_std"}).copy()
     df["variant"] = df["variant"].fillna("").astype(str)
+    df["protocol"] = df["protocol"].map(fmt.protocol_of) if "protocol" in df else "strict"
     df["params"] = pd.to_numeric(df["params"], errors="coerce")
     df["paper_dataset"] = df["dataset"].map(PAPER_DATASET).fillna("")
     df["same_data"] = df["dataset"] == df["paper_dataset"]
@@ -112,7 +113,7 @@ def _ours(row: Any) -> Text:
 
 def present(df: pd.DataFrame) -> Presentation:
     """A block per (backbone, dataset), a row per (method, size)."""
-    rows = [[fmt.method_name(r.paper_method, r.variant),
+    rows = [[fmt.method_name(r.paper_method, r.variant, r.protocol),
              fmt.join([fmt.count(r.params), fmt.count(r.paper_params)]), _ours(r),
              fmt.number(r.paper), fmt.number(r.ours_delta_vs_original, signed=True),
              fmt.number(r.paper_delta_vs_original, signed=True)] for r in df.itertuples()]
@@ -124,7 +125,10 @@ def present(df: pd.DataFrame) -> Presentation:
         "compressed (FC) layers, biases included. Δ: compressed minus the original of the same "
         "block. ‡: scikit-learn's 8x8 digits upscaled, the embedded stand-in for MNIST; its "
         "paper column is the paper's MNIST value, a different task: compare the Δ columns. "
-        f"*: fewer than {K} usable seeds or failed seeds (see table1.csv).")
+        f"*: fewer than {K} usable seeds or failed seeds (see table1.csv). Protocols: rows "
+        "without a mark fit the weights only (strict: dev accuracy only ranks seeds); rows "
+        "marked dev-guided let dev accuracy pick each seed's checkpoint during the fit (the "
+        "paper's protocol). Neither sees the test split.")
     return Presentation("Table 1", Text("FC-layer compression, top-1 % (ours / paper)",
                                         r"FC-layer compression, top-1 (\%), ours and the paper's"),
                         note, pd.DataFrame(rows, columns=headers), "lrrrrr",

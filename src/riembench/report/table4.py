@@ -41,7 +41,7 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 #: our method name -> the paper's row name in table4_coco_detr.csv
 PAPER_METHOD = {"original": "detr", "quant": "quant", "svd": "svd", "riem": "riem"}
 METHOD_ORDER = ["original", "t-detr", "quant", "svd", "riem"]
-KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]
+KEYS = ["backbone", "dataset", "method", "variant", "protocol", "paper_method", "size"]
 SIZE_TOL_MB = 0.05
 K = 3
 COLUMNS = (KEYS + ["paper_only", "size_mb", "size_bits", "w_bits", "stored_mb", "params",
@@ -131,6 +131,7 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
         if col not in df:
             df[col] = pd.NA
     df["variant"] = df["variant"].fillna("").astype(str)
+    df["protocol"] = df["protocol"].map(fmt.protocol_of) if "protocol" in df else "strict"
     for col in ("params", "model_params", "stored_mb", "size_mb", "size_bits", "w_bits"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
     # a method without a size target (original, quant) still carries the experiment's size
@@ -190,7 +191,7 @@ def _paper_size(row: Any) -> str:
 
 
 def _method(row: Any) -> Text:
-    name = fmt.method_name(row.paper_method, row.variant)
+    name = fmt.method_name(row.paper_method, row.variant, row.protocol)
     if row.paper_only:
         return name + " (paper only: needs data)"
     return name + fmt.marks(few=too_few_seeds(row.method, row.n_selected, row.n_failed, K))
