@@ -27,6 +27,8 @@ from riembench.backbones.checkpoints import (
     train_command,
 )
 from riembench.backbones.lenet5 import LeNet5, LeNet5Config, lenet5_fc_params
+from riembench.backbones.preprocess import EvalPreprocessing
+from riembench.backbones.pytorchcv_models import PytorchcvConfig
 from riembench.backbones.registry import (
     BACKBONES,
     BackboneEntry,
@@ -38,17 +40,36 @@ from riembench.backbones.registry import (
     linear_layers,
     linear_param_count,
 )
-from riembench.backbones.preprocess import EvalPreprocessing
-from riembench.backbones.pytorchcv_models import PytorchcvConfig
 from riembench.backbones.resnet9 import ResNet9, ResNet9Config, resnet9_fc_params
 from riembench.backbones.timm_models import TimmConfig
 from riembench.backbones.torchvision_models import TorchvisionConfig
 
 __all__ = [
-    "BACKBONES", "BackboneEntry", "EvalPreprocessing", "LeNet5", "LeNet5Config", "LoadedBackbone", "ResNet9",
-    "PytorchcvConfig", "ResNet9Config", "TaskShape", "TimmConfig", "TorchvisionConfig",
-    "TrainedBackboneConfig", "backbone_label", "build_backbone", "eval_preprocessing",
-    "checkpoint_path", "find_checkpoint", "lenet5_fc_params", "linear_layers",
-    "linear_param_count", "load_backbone", "load_pretrained", "read_checkpoint",
-    "resnet9_fc_params", "save_checkpoint", "train_command",
+    "BACKBONES",
+    "BackboneEntry",
+    "EvalPreprocessing",
+    "LeNet5",
+    "LeNet5Config",
+    "LoadedBackbone",
+    "PytorchcvConfig",
+    "ResNet9",
+    "ResNet9Config",
+    "TaskShape",
+    "TimmConfig",
+    "TorchvisionConfig",
+    "TrainedBackboneConfig",
+    "backbone_label",
+    "build_backbone",
+    "checkpoint_path",
+    "eval_preprocessing",
+    "find_checkpoint",
+    "lenet5_fc_params",
+    "linear_layers",
+    "linear_param_count",
+    "load_backbone",
+    "load_pretrained",
+    "read_checkpoint",
+    "resnet9_fc_params",
+    "save_checkpoint",
+    "train_command",
 ]

@@ -218,15 +218,14 @@ def load_pytorchcv(cfg: PytorchcvConfig) -> tuple[nn.Module, dict[str, Any]]:
     entry = zoo_entry(file_name)
     sha1 = check_file_hash(path, entry.sha1 if entry else None) if cfg.check_hash else None
     state = read_state_dict(path)
-    own = model.state_dict()
-    extra = sorted(k for k in state if k not in own)  # pytorchcv's load_model drops these too
     try:
-        model.load_state_dict({k: v for k, v in state.items() if k in own})
+        # strict, unlike pytorchcv's load_model (which drops unknown keys): a deeper model's
+        # file holds every key of a shallower one, and would otherwise load without a word
+        model.load_state_dict(state)
     except RuntimeError as exc:
         raise RiembenchError(f"weights file {path} does not fit pytorchcv's {cfg.model}: "
                              f"{str(exc)[:500]}") from exc
-    provenance = {**base, "file": file_name, "path": str(path), "sha1": sha1,
-                  "ignored_keys": extra[:20]}
+    provenance = {**base, "file": file_name, "path": str(path), "sha1": sha1}
     if entry is not None and entry.model == cfg.model:
         provenance.update(expected_top1=round(100.0 - entry.top1_err, 2),
                           expected_top1_from=entry.table, release=entry.release)

@@ -60,7 +60,10 @@ def pretrained_cfg(model: str) -> dict[str, Any]:
 
     if not timm.is_model(model.split(".")[0]):
         raise RiembenchError(f"timm {version()} has no model '{model}' (see timm.list_models())")
-    cfg = timm.models.get_pretrained_cfg(model)
+    try:
+        cfg = timm.models.get_pretrained_cfg(model)
+    except RuntimeError:  # a known architecture with an unknown tag
+        cfg = None
     if cfg is None:
         raise RiembenchError(f"timm {version()} has no pretrained tag '{model}'; known: "
                              + ", ".join(timm.list_pretrained(model.split(".")[0] + ".*")[:20]))
@@ -94,6 +97,14 @@ def cached_file(cfg: TimmConfig) -> tuple[Path | None, Path]:
                              "backbone.weights=<file>")
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
     return (path if path.is_file() else None), path
+
+
+def _fetched(pcfg: dict[str, Any]) -> str:
+    """What the fetch command leaves on the networked machine (its default cache paths)."""
+    hub_id = pcfg.get("hf_hub_id")
+    if hub_id:
+        return f"~/.cache/huggingface/hub/models--{hub_id.replace('/', '--')} (the whole folder)"
+    return f"~/.cache/torch/hub/checkpoints/{Path(str(pcfg.get('url'))).name}"
 
 
 def fetch_command(cfg: TimmConfig) -> str:
@@ -148,7 +159,7 @@ def load_timm(cfg: TimmConfig) -> tuple[nn.Module, dict[str, Any]]:
             raise RiembenchError(
                 f"timm {cfg.model} weights not found at {where} (the Hugging Face hub cache). "
                 f"On a machine with network run\n  {fetch_command(cfg)}\nthen copy "
-                f"{where.parents[2] if pcfg.get('hf_hub_id') else where} into {hub_cache(cfg)} "
+                f"{_fetched(pcfg)} into {where.parents[2].parent if pcfg.get('hf_hub_id') else where.parent} "
                 "on this machine (or set backbone.hub_cache, or backbone.weights=<file>)")
         path = found
     try:
@@ -158,7 +169,9 @@ def load_timm(cfg: TimmConfig) -> tuple[nn.Module, dict[str, Any]]:
     except (RuntimeError, OSError, ValueError, KeyError) as exc:
         raise RiembenchError(f"weights file {path} does not load into timm's {cfg.model}: "
                              f"{type(exc).__name__}: {str(exc)[:500]}") from exc
-    return model, {**base, "file": path.name, "path": str(path)}
+    return model, {**base, "file": path.name, "path": str(path), "expected_top1": None,
+                   "expected_top1_from": "timm's package ships no accuracy table (its "
+                                         "results/results-imagenet.csv is in the repository)"}
 
 
 BACKBONES.register("timm", TimmConfig)(

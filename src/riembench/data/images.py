@@ -30,7 +30,12 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 from torchvision.transforms import v2
 
-from riembench.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, STANDARD, EvalPreprocessing
+from riembench.backbones.preprocess import (  # noqa: F401  (the means are re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STANDARD,
+    EvalPreprocessing,
+)
 from riembench.data.registry import DATASETS
 from riembench.errors import RiembenchError
 
