@@ -118,7 +118,8 @@ def run(cfg: DictConfig) -> CellOutcome:
     method = METHODS.get(method_cfg.name)(method_cfg)
     device = resolve_device(cfg.device)
     # a dataset that takes it (ImageNet) evaluates with the backbone library's preprocessing
-    prep = eval_preprocessing(backbone_cfg) if getattr(builder, "takes_preprocessing", False) else None
+    prep = (eval_preprocessing(backbone_cfg) if getattr(builder, "takes_preprocessing", False)
+            else None)
     task = builder(dataset_cfg, Path(str(cfg.data.root)).expanduser(),
                    **({"preprocessing": prep} if prep is not None else {}))
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,

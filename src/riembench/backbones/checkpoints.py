@@ -43,8 +43,9 @@ from riembench.errors import RiembenchError
 log = logging.getLogger("riembench")
 
 FORMAT = "riembench-checkpoint/1"
-#: the hub sources' loaders: config -> (model, provenance)
-HUB_LOADERS = {"pytorchcv": load_pytorchcv, "timm": load_timm}
+#: the pretrained-library sources' loaders: config -> (model, provenance)
+IMAGENET_LOADERS = {"torchvision": load_torchvision, "pytorchcv": load_pytorchcv,
+                    "timm": load_timm}
 #: dataset fields that decide which images are train vs dev; a checkpoint trained under other
 #: values may have trained on the evaluation's dev images
 SPLIT_FIELDS = ("split_seed", "dev_fraction", "dev_size")
@@ -199,16 +200,11 @@ def load_backbone(cfg: Any, task: Any, device: torch.device | str = "cpu",
     source = BACKBONES.get(cfg.name).source
     if source == "trained":
         loaded = load_trained(cfg, task, dataset_cfg)
-    elif source == "torchvision":
-        if task is not None and int(task.num_classes) != 1000:
-            raise RiembenchError(f"{cfg.name} is an ImageNet-1k model (1000 classes); dataset "
-                                 f"'{task.name}' has {task.num_classes}")
-        loaded = LoadedBackbone(*load_torchvision(cfg))
-    elif source in ("pytorchcv", "timm"):
+    elif source in IMAGENET_LOADERS:
         if task is not None and int(task.num_classes) != 1000:
             raise RiembenchError(f"{backbone_label(cfg)} is an ImageNet-1k model (1000 classes); "
                                  f"dataset '{task.name}' has {task.num_classes}")
-        loaded = LoadedBackbone(*HUB_LOADERS[source](cfg))
+        loaded = LoadedBackbone(*IMAGENET_LOADERS[source](cfg))
     elif source == "transformers":
         from riembench.backbones.detr import load_detr
 

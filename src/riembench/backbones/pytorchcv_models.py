@@ -34,7 +34,7 @@ from torch import nn
 from riembench.backbones.originals import PYTORCHCV_RETIRED, ZooFile, paper_backbone
 from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
-from riembench.backbones.torchvision_models import read_state_dict
+from riembench.backbones.torchvision_models import load_strict, read_state_dict
 from riembench.config import BackboneConfig
 from riembench.errors import RiembenchError
 
@@ -218,13 +218,9 @@ def load_pytorchcv(cfg: PytorchcvConfig) -> tuple[nn.Module, dict[str, Any]]:
     entry = zoo_entry(file_name)
     sha1 = check_file_hash(path, entry.sha1 if entry else None) if cfg.check_hash else None
     state = read_state_dict(path)
-    try:
-        # strict, unlike pytorchcv's load_model (which drops unknown keys): a deeper model's
-        # file holds every key of a shallower one, and would otherwise load without a word
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RiembenchError(f"weights file {path} does not fit pytorchcv's {cfg.model}: "
-                             f"{str(exc)[:500]}") from exc
+    # strict, unlike pytorchcv's load_model (which drops unknown keys): a deeper model's file
+    # holds every key of a shallower one, and would otherwise load without a word
+    load_strict(model, state, path, f"pytorchcv's {cfg.model}")
     provenance = {**base, "file": file_name, "path": str(path), "sha1": sha1}
     if entry is not None and entry.model == cfg.model:
         provenance.update(expected_top1=round(100.0 - entry.top1_err, 2),

@@ -105,6 +105,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """``model.load_state_dict(state)`` (every key, every shape) with an error naming the file."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise RiembenchError(f"weights file {path} does not fit {what}: {str(exc)[:500]}") from exc
+
+
 def check_file_hash(path: Path) -> None:
     """Compare the SHA-256 of ``path`` with the prefix torchvision put in its name."""
     match = _HASH_IN_NAME.search(path.name)
@@ -140,11 +148,7 @@ def load_torchvision(cfg: TorchvisionConfig) -> tuple[nn.Module, dict[str, Any]]
     if cfg.name.startswith("densenet"):
         state = {_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
     model = build_torchvision(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RiembenchError(f"weights file {path} does not fit torchvision's {cfg.name}: "
-                             f"{str(exc)[:500]}") from exc
+    load_strict(model, state, path, f"torchvision's {cfg.name}")
     weights = weights_enum(cfg.name, cfg.variant)
     return model, {"source": "torchvision", "variant": cfg.variant, "path": str(path),
                    "file": path.name, "paper_backbone": paper_backbone(cfg.name),
