@@ -295,7 +295,7 @@ def test_yaml_configs_compose_and_validate(name, table):
     (MnistConfig, {"image_size": 20}, "resize=pad needs"),
     (Cifar100Config, {"split_seed": -1}, "split_seed"),
     (ImageNetConfig, {"limit": 0}, "limit"),
-    (ImageNetConfig, {"resize_size": 200}, "resize_size"),
+    (ImageNetConfig, {"image_size": 224, "resize_size": 200}, "resize_size"),
 ])
 def test_bad_config_values_fail(schema, kwargs, message):
     with pytest.raises(RiembenchError, match=message):

@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from riembench.backbones import BACKBONES, load_backbone
+from riembench.backbones import BACKBONES, backbone_label, eval_preprocessing, load_backbone
 from riembench.config import ProtocolConfig, typed_group
 from riembench.cost import model_cost
 from riembench.data import DATASETS
@@ -119,7 +119,11 @@ def run(cfg: DictConfig) -> CellOutcome:
         method_cfg.progress = False  # top-level progress=false silences every bar (sweeps)
     method = METHODS.get(method_cfg.name)(method_cfg)
     device = resolve_device(cfg.device)
-    task = builder(dataset_cfg, Path(str(cfg.data.root)).expanduser())
+    # a dataset that takes it (ImageNet) evaluates with the backbone library's preprocessing
+    prep = (eval_preprocessing(backbone_cfg) if getattr(builder, "takes_preprocessing", False)
+            else None)
+    task = builder(dataset_cfg, Path(str(cfg.data.root)).expanduser(),
+                   **({"preprocessing": prep} if prep is not None else {}))
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,
                    command=" ".join(shlex.quote(a) for a in sys.argv),
                    outcome=CellOutcome(table, [], skipped, []))
@@ -381,8 +385,8 @@ class _References:
 def _network_cell(method: NetworkMethod, method_cfg: Any, dataset_cfg: Any, size_cfg: Any,
                   backbone_cfg: Any, protocol: ProtocolConfig) -> dict[str, Any]:
     paper_name = getattr(method, "paper_name", None)
-    return {"backbone": backbone_cfg.name, "dataset": dataset_cfg.name, "method": method_cfg.name,
-            "variant": method_cfg.label, "protocol": protocol.name,
+    return {"backbone": backbone_label(backbone_cfg), "dataset": dataset_cfg.name,
+            "method": method_cfg.name, "variant": method_cfg.label, "protocol": protocol.name,
             "paper_method": paper_name() if callable(paper_name) else method_cfg.name,
             "size": describe(size_cfg) if getattr(method, "needs_size", True) else ""}
 

@@ -1,7 +1,9 @@
 """Backbone registry. Importing this package registers every built-in backbone.
 
 ``none`` (table 5, no network), ``lenet5`` and ``resnet9`` (table 1, trained here with
-``riembench-train``), and torchvision's ``resnet18/34/50/101`` and ``densenet121`` (tables 2, 3).
+``riembench-train``), torchvision's ``resnet18/34/50/101`` and ``densenet121`` (tables 2, 3), and
+any ``pytorchcv`` or ``timm`` model by name (``backbone.model``), each with its library's own
+evaluation preprocessing (:func:`eval_preprocessing`).
 Load any of them with :func:`load_pretrained` (model) or :func:`load_backbone` (model and the
 provenance of its weights). The trainer lives in :mod:`riembench.backbones.train`.
 """
@@ -9,7 +11,9 @@ provenance of its weights). The trainer lives in :mod:`riembench.backbones.train
 from riembench.backbones import (  # noqa: F401  (registers)
     detr,
     lenet5,
+    pytorchcv_models,
     resnet9,
+    timm_models,
     torchvision_models,
 )
 from riembench.backbones.checkpoints import (
@@ -23,22 +27,49 @@ from riembench.backbones.checkpoints import (
     train_command,
 )
 from riembench.backbones.lenet5 import LeNet5, LeNet5Config, lenet5_fc_params
+from riembench.backbones.preprocess import EvalPreprocessing
+from riembench.backbones.pytorchcv_models import PytorchcvConfig
 from riembench.backbones.registry import (
     BACKBONES,
     BackboneEntry,
     TaskShape,
     TrainedBackboneConfig,
+    backbone_label,
     build_backbone,
+    eval_preprocessing,
     linear_layers,
     linear_param_count,
 )
 from riembench.backbones.resnet9 import ResNet9, ResNet9Config, resnet9_fc_params
+from riembench.backbones.timm_models import TimmConfig
 from riembench.backbones.torchvision_models import TorchvisionConfig
 
 __all__ = [
-    "BACKBONES", "BackboneEntry", "LeNet5", "LeNet5Config", "LoadedBackbone", "ResNet9",
-    "ResNet9Config", "TaskShape", "TorchvisionConfig", "TrainedBackboneConfig", "build_backbone",
-    "checkpoint_path", "find_checkpoint", "lenet5_fc_params", "linear_layers",
-    "linear_param_count", "load_backbone", "load_pretrained", "read_checkpoint",
-    "resnet9_fc_params", "save_checkpoint", "train_command",
+    "BACKBONES",
+    "BackboneEntry",
+    "EvalPreprocessing",
+    "LeNet5",
+    "LeNet5Config",
+    "LoadedBackbone",
+    "PytorchcvConfig",
+    "ResNet9",
+    "ResNet9Config",
+    "TaskShape",
+    "TimmConfig",
+    "TorchvisionConfig",
+    "TrainedBackboneConfig",
+    "backbone_label",
+    "build_backbone",
+    "checkpoint_path",
+    "eval_preprocessing",
+    "find_checkpoint",
+    "lenet5_fc_params",
+    "linear_layers",
+    "linear_param_count",
+    "load_backbone",
+    "load_pretrained",
+    "read_checkpoint",
+    "resnet9_fc_params",
+    "save_checkpoint",
+    "train_command",
 ]

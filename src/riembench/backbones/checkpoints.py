@@ -28,13 +28,24 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from riembench.atomic import atomic_write
-from riembench.backbones.registry import BACKBONES, TaskShape, TrainedBackboneConfig, as_typed
+from riembench.backbones.pytorchcv_models import load_pytorchcv
+from riembench.backbones.registry import (
+    BACKBONES,
+    TaskShape,
+    TrainedBackboneConfig,
+    as_typed,
+    backbone_label,
+)
+from riembench.backbones.timm_models import load_timm
 from riembench.backbones.torchvision_models import load_torchvision
 from riembench.errors import RiembenchError
 
 log = logging.getLogger("riembench")
 
 FORMAT = "riembench-checkpoint/1"
+#: the pretrained-library sources' loaders: config -> (model, provenance)
+IMAGENET_LOADERS = {"torchvision": load_torchvision, "pytorchcv": load_pytorchcv,
+                    "timm": load_timm}
 #: dataset fields that decide which images are train vs dev; a checkpoint trained under other
 #: values may have trained on the evaluation's dev images
 SPLIT_FIELDS = ("split_seed", "dev_fraction", "dev_size")
@@ -189,18 +200,21 @@ def load_backbone(cfg: Any, task: Any, device: torch.device | str = "cpu",
     source = BACKBONES.get(cfg.name).source
     if source == "trained":
         loaded = load_trained(cfg, task, dataset_cfg)
-    elif source == "torchvision":
+    elif source in IMAGENET_LOADERS:
         if task is not None and int(task.num_classes) != 1000:
-            raise RiembenchError(f"{cfg.name} is an ImageNet-1k model (1000 classes); dataset "
-                                 f"'{task.name}' has {task.num_classes}")
-        loaded = LoadedBackbone(*load_torchvision(cfg))
+            raise RiembenchError(f"{backbone_label(cfg)} is an ImageNet-1k model (1000 classes); "
+                                 f"dataset '{task.name}' has {task.num_classes}")
+        loaded = LoadedBackbone(*IMAGENET_LOADERS[source](cfg))
     elif source == "transformers":
         from riembench.backbones.detr import load_detr
 
         loaded = LoadedBackbone(*load_detr(cfg, task))
     else:
         raise RiembenchError(f"backbone '{cfg.name}' has no network to load")
-    loaded.provenance = {"backbone": cfg.name, **loaded.provenance}
+    loaded.provenance = {"backbone": backbone_label(cfg), **loaded.provenance}
+    used = getattr(task, "preprocessing", None)  # what the dataset's loader actually applies
+    if used is not None:
+        loaded.provenance["preprocessing"] = used
     loaded.model.riembench_weights = dict(loaded.provenance)  # visible to whoever holds it
     loaded.model.to(device).eval()
     return loaded

@@ -15,6 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
+from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.config import BackboneConfig, typed_group
 from riembench.errors import RiembenchError
 from riembench.registry import Registry
@@ -47,14 +48,19 @@ class BackboneEntry:
     """How one backbone is built and where its weights come from.
 
     ``source`` is ``"none"`` (no network: table 5's bare matrices), ``"trained"`` (trained here by
-    ``riembench-train`` and cached) or ``"torchvision"`` (ImageNet weights from torchvision's
-    cache). ``fc_params`` is the closed-form count of the Linear layers' parameters, kept beside
-    the module so tests can check one against the other.
+    ``riembench-train`` and cached), or the library whose pretrained ImageNet weights it loads
+    from a local cache: ``"torchvision"``, ``"pytorchcv"``, ``"timm"``. ``fc_params`` is the
+    closed-form count of the Linear layers' parameters, kept beside the module so tests can check
+    one against the other. ``preprocessing`` gives the library's own evaluation stack for the
+    config (None: the dataset's). ``label`` names the backbone in tables when the config name
+    alone does not say which weights (``pytorchcv``, ``timm``).
     """
 
     source: str
     build: Callable[[Any, TaskShape], nn.Module] | None = None
     fc_params: Callable[[Any, TaskShape], int] | None = None
+    preprocessing: Callable[[Any], EvalPreprocessing] | None = None
+    label: Callable[[Any], str] | None = None
 
 
 @dataclass
@@ -110,3 +116,18 @@ def build_backbone(cfg: Any, shape: TaskShape) -> nn.Module:
     if entry.build is None:
         raise RiembenchError(f"backbone '{cfg.name}' has no network to build")
     return entry.build(cfg, shape)
+
+
+def eval_preprocessing(cfg: Any) -> EvalPreprocessing | None:
+    """The evaluation preprocessing ``cfg``'s library uses (None: the backbone has none)."""
+    cfg = as_typed(cfg)
+    entry = BACKBONES.get(cfg.name)
+    return entry.preprocessing(cfg) if entry.preprocessing is not None else None
+
+
+def backbone_label(cfg: Any) -> str:
+    """The backbone's name in records and tables: the config name, or for a hub source the
+    model and weights (``pytorchcv:resnet18-0982-0126861b``, ``timm:resnet18.a1_in1k``)."""
+    cfg = as_typed(cfg)
+    entry = BACKBONES.get(cfg.name)
+    return entry.label(cfg) if entry.label is not None else cfg.name

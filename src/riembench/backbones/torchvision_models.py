@@ -23,6 +23,8 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from riembench.backbones.originals import paper_backbone
+from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
 from riembench.config import BackboneConfig
 from riembench.errors import RiembenchError
@@ -103,6 +105,14 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
+def load_strict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """``model.load_state_dict(state)`` (every key, every shape) with an error naming the file."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise RiembenchError(f"weights file {path} does not fit {what}: {str(exc)[:500]}") from exc
+
+
 def check_file_hash(path: Path) -> None:
     """Compare the SHA-256 of ``path`` with the prefix torchvision put in its name."""
     match = _HASH_IN_NAME.search(path.name)
@@ -138,14 +148,31 @@ def load_torchvision(cfg: TorchvisionConfig) -> tuple[nn.Module, dict[str, Any]]
     if cfg.name.startswith("densenet"):
         state = {_DENSENET_KEY.sub(r"\1\2", k): v for k, v in state.items()}
     model = build_torchvision(cfg)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RiembenchError(f"weights file {path} does not fit torchvision's {cfg.name}: "
-                             f"{str(exc)[:500]}") from exc
-    return model, {"source": "torchvision", "variant": cfg.variant, "path": str(path)}
+    load_strict(model, state, path, f"torchvision's {cfg.name}")
+    weights = weights_enum(cfg.name, cfg.variant)
+    return model, {"source": "torchvision", "variant": cfg.variant, "path": str(path),
+                   "file": path.name, "paper_backbone": paper_backbone(cfg.name),
+                   "expected_top1": weights.meta["_metrics"]["ImageNet-1K"]["acc@1"],
+                   "expected_top1_from": f"torchvision {tvm_version()} "
+                                         f"{type(weights).__name__}.{cfg.variant}.meta"}
+
+
+def tvm_version() -> str:
+    import torchvision
+
+    return torchvision.__version__
+
+
+def preprocessing(cfg: TorchvisionConfig) -> EvalPreprocessing:
+    """torchvision's own ``weights.transforms()`` for the variant (ImageClassification)."""
+    weights = weights_enum(cfg.name, cfg.variant)
+    tf = weights.transforms()
+    return EvalPreprocessing(int(tf.crop_size[0]), int(tf.resize_size[0]),
+                             tf.interpolation.value, tuple(tf.mean), tuple(tf.std),
+                             origin=f"torchvision {tvm_version()} {type(weights).__name__}."
+                                    f"{cfg.variant}.transforms()")
 
 
 for _name in MODELS:
     BACKBONES.register(_name, TorchvisionConfig)(
-        BackboneEntry(source="torchvision", build=build_torchvision))
+        BackboneEntry(source="torchvision", build=build_torchvision, preprocessing=preprocessing))

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,12 +30,17 @@ from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 from torchvision.transforms import v2
 
+from riembench.backbones.preprocess import (  # noqa: F401  (the means are re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STANDARD,
+    EvalPreprocessing,
+)
 from riembench.data.registry import DATASETS
 from riembench.errors import RiembenchError
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: digits has no official test split; this fixed stratified fraction plays that role
 DIGITS_TEST_FRACTION = 0.3
 DIGITS_TEST_SEED = 0
@@ -106,9 +111,17 @@ class Cifar100Config:
 
 @dataclass
 class ImageNetConfig:
+    """ImageNet val (and optionally train) as ImageFolders.
+
+    ``image_size`` / ``resize_size``: None takes the backbone library's own evaluation stack
+    (:class:`~riembench.backbones.preprocess.EvalPreprocessing`: torchvision 256/224 bilinear,
+    timm's per-model crop_pct and interpolation, pytorchcv's per-model size); a number replaces
+    the library's value (small test fixtures) and the record says so.
+    """
+
     name: str = "imagenet"
-    image_size: int = 224  # center crop side
-    resize_size: int = 256  # shorter side before the crop
+    image_size: int | None = None  # center crop side; None: the backbone's
+    resize_size: int | None = None  # shorter side before the crop; None: the backbone's
     val_dir: str = "imagenet/val"  # under the data root: ImageFolder of <wnid>/*.JPEG
     train_dir: str = "imagenet/train"  # under the data root; optional (dev comes from it)
     dev_size: int = 10000  # images held out for dev (from train if present, else from val)
@@ -120,8 +133,8 @@ class ImageNetConfig:
     expected_classes: int | None = 1000
 
     def __post_init__(self) -> None:
-        _check_common(self.image_size, self.split_seed)
-        if self.resize_size < self.image_size:
+        _check_common(8 if self.image_size is None else self.image_size, self.split_seed)
+        if self.resize_size is not None and self.resize_size < (self.image_size or 8):
             raise RiembenchError(f"resize_size ({self.resize_size}) must be >= image_size "
                                  f"({self.image_size})")
         if self.dev_size < 1:
@@ -148,6 +161,8 @@ class ImageTask:
     dev: Dataset
     test: Dataset
     dev_note: str
+    #: the evaluation preprocessing applied (ImageNet: the backbone library's), for the record
+    preprocessing: dict[str, Any] | None = None
     #: the metric that ranks seeds and dev_guided checkpoints (top-1 %)
     primary_metric: str = "acc"
 
@@ -499,16 +514,16 @@ def _with_transform(folder: ImageFolder, transform: Callable) -> ImageFolder:
     return twin
 
 
-def _imagenet_transforms(cfg: ImageNetConfig) -> tuple[v2.Compose, v2.Compose]:
+def _imagenet_transforms(cfg: ImageNetConfig,
+                         prep: EvalPreprocessing) -> tuple[Callable, Callable]:
     """(eval, train) PIL -> normalized tensor pipelines; train is eval unless augment."""
-    head = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-    norm = v2.Normalize(list(IMAGENET_MEAN), list(IMAGENET_STD))
-    evaluate = v2.Compose([v2.Resize(cfg.resize_size, antialias=True),
-                           v2.CenterCrop(cfg.image_size), *head, norm])
+    evaluate = prep.transform()
     if not cfg.augment:
         return evaluate, evaluate
-    train = v2.Compose([v2.RandomResizedCrop(cfg.image_size, antialias=True),
-                        v2.RandomHorizontalFlip(), *head, norm])
+    train = v2.Compose([v2.RandomResizedCrop(prep.crop_size, antialias=True),
+                        v2.RandomHorizontalFlip(), v2.ToImage(),
+                        v2.ToDtype(torch.float32, scale=True),
+                        v2.Normalize(list(prep.mean), list(prep.std))])
     return evaluate, train
 
 
@@ -523,13 +538,17 @@ def _limit(test: Dataset, limit: int | None, seed: int) -> tuple[Dataset, str]:
 
 
 @DATASETS.register("imagenet", ImageNetConfig)
-def build_imagenet(cfg: ImageNetConfig, root: Path) -> ImageTask:
+def build_imagenet(cfg: ImageNetConfig, root: Path,
+                   preprocessing: EvalPreprocessing | None = None) -> ImageTask:
     """ImageNet val as test; dev from the train folder if there is one, else carved out of val.
 
-    Labels are ImageFolder's sorted-wnid indices, the order torchvision/timm heads use.
+    ``preprocessing`` is the backbone library's evaluation stack (None: the standard 256/224
+    bilinear one); the dataset's explicit ``image_size``/``resize_size`` replace its sizes.
+    Labels are ImageFolder's sorted-wnid indices, the order torchvision/timm/pytorchcv heads use.
     """
     root = Path(root)
-    evaluate, train_tf = _imagenet_transforms(cfg)
+    prep = (preprocessing or STANDARD).with_sizes(cfg.image_size, cfg.resize_size)
+    evaluate, train_tf = _imagenet_transforms(cfg, prep)
     val = _open_val(root / cfg.val_dir, evaluate, cfg.expected_classes)
     train_path = root / cfg.train_dir
     if train_path.is_dir():
@@ -551,8 +570,10 @@ def build_imagenet(cfg: ImageNetConfig, root: Path) -> ImageTask:
         note = (f"no train folder: {cfg.dev_size} of the {len(val)} val images held out as dev "
                 f"(split seed {cfg.split_seed}) and excluded from test ({len(test_idx)} left)")
     test, limited = _limit(test, cfg.limit, cfg.split_seed)
-    return ImageTask("imagenet", len(val.classes), 3, cfg.image_size, train, dev, test,
-                     note + limited)
+    return ImageTask("imagenet", len(val.classes), 3, prep.crop_size, train, dev, test,
+                     note + limited, prep.as_record())
 
 
 build_imagenet.table = "table2"  # type: ignore[attr-defined]
+#: the runner passes the backbone's evaluation preprocessing (riembench.backbones.preprocess)
+build_imagenet.takes_preprocessing = True  # type: ignore[attr-defined]

@@ -66,6 +66,14 @@ EXTRAS: dict[str, tuple[str, Any]] = {
     # agreement with the original model's predictions (test split), over every seed of the cell
     "agree_all_seeds": ("metrics.test_agree", "mean"),
     "out_rel_err_all_seeds": ("metrics.test_out_rel_err", "mean"),
+    # the starting model: its library, file, the top-1 its library publishes for it, the
+    # paper row it stands for, and the evaluation preprocessing used (riembench.backbones)
+    "original_source": ("fit.weights.source", "first"),
+    "original_file": ("fit.weights.file", "first"),
+    "original_expected_top1": ("fit.weights.expected_top1", "first"),
+    "original_expected_top1_from": ("fit.weights.expected_top1_from", "first"),
+    "paper_backbone": ("fit.weights.paper_backbone", "first"),
+    "preprocessing": ("fit.weights.preprocessing.origin", "first"),
 }
 
 
@@ -102,10 +110,17 @@ def our_prune_ratio(row: Any) -> float:
     return float(row.prune_ratio) if not missing(row.prune_ratio) else 0.0
 
 
+def paper_backbone(row: Any) -> str:
+    """The paper's backbone row a row of ours is compared with: the architecture its weights
+    record (a hub backbone, ``pytorchcv:resnet18-...``), else its own name (torchvision's)."""
+    arch = getattr(row, "paper_backbone", None)  # rows built before hub sources have none
+    return row.backbone if missing(arch) else arch
+
+
 def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | None:
     """The paper's row at our row's setting (module docstring), or None."""
     method = PAPER_METHOD.get(row.paper_method, row.paper_method)
-    cand = paper[(paper["backbone"] == row.backbone) & (paper["method"] == method)]
+    cand = paper[(paper["backbone"] == paper_backbone(row)) & (paper["method"] == method)]
     if cand.empty:
         return None
     if method == "original":
@@ -138,8 +153,11 @@ def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
     df["protocol"] = df["protocol"].map(fmt.protocol_of) if "protocol" in df else "strict"
     for col in ("params", "total_params", "stored_mb", "file_mb", "gflops", "size_mb",
                 "size_bits", "w_bits", "a_bits", "prune_ratio", "ratio", "agree_all_seeds",
-                "out_rel_err_all_seeds"):
+                "out_rel_err_all_seeds", "original_expected_top1"):
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    # a hub backbone (pytorchcv:..., timm:...) is compared with the paper's row of its
+    # architecture; a torchvision backbone's name is that row's name
+    df["paper_backbone"] = df["paper_backbone"].where(df["paper_backbone"].notna(), df["backbone"])
     # an unsized method (original, quant, dfq, prune) still carries the experiment's size
     # config in its record; it is not that row's size
     unsized = df["size"].fillna("").astype(str) == ""
@@ -158,7 +176,7 @@ def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
         r.ours_mean - originals.get((r.backbone, r.dataset), math.nan)
         if r.paper_method != "original" else math.nan for r in df.itertuples()]
     df["paper_delta_vs_original"] = [
-        r.paper_top1 - paper_orig.get(r.backbone, math.nan)
+        r.paper_top1 - paper_orig.get(r.paper_backbone, math.nan)
         if r.paper_method != "original" else math.nan for r in df.itertuples()]
     df = pd.concat([df, _paper_only(df, paper)], ignore_index=True)
     df["_order"] = df["paper_method"].map(
@@ -175,9 +193,11 @@ def _paper_only(df: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """The paper's rows of the methods we do not run, for each (backbone, dataset) we ran."""
     ours = {PAPER_METHOD.get(m, m) for m in df["paper_method"]} | {"original"}
     rows = []
-    for backbone, dataset in df[["backbone", "dataset"]].drop_duplicates().itertuples(index=False):
-        for p in paper[(paper["backbone"] == backbone) & ~paper["method"].isin(ours)].itertuples():
-            rows.append({"backbone": backbone, "dataset": dataset, "method": p.method,
+    cells = df[["backbone", "dataset", "paper_backbone"]].drop_duplicates(["backbone", "dataset"])
+    for backbone, dataset, arch in cells.itertuples(index=False):
+        for p in paper[(paper["backbone"] == arch) & ~paper["method"].isin(ours)].itertuples():
+            rows.append({"backbone": backbone, "dataset": dataset, "paper_backbone": arch,
+                         "method": p.method,
                          "variant": "", "paper_method": p.method, "size": "", "paper_only": True,
                          "our_prune_ratio": getattr(p, "prune_ratio", 0.0),
                          "paper_size_mb": p.size_mb, "paper_w_bits": p.w_bits,
@@ -243,9 +263,13 @@ def _block(row: Any) -> Text:
 NOTE = ("Ours: top-1 on the test split, mean ± std over the best {k} seeds by dev top-1 (one "
         "seed, no std, for deterministic methods). MB (ours): the stored size we measured, every "
         "stored number at its own bit-width (decimal MB); MB (paper): the paper's figure at the "
-        "matched setting. Δ: minus the original of the same block. A block on data other than "
-        "ImageNet-1k (a test fixture) compares different tasks: read the Δ columns. *: failed "
-        "seeds or fewer than {k} usable seeds (see {name}.csv).")
+        "matched setting. Original's top-1 (library): what the starting model's library "
+        "publishes for its weights (torchvision's metadata, pytorchcv's model table). Δ: minus "
+        "the original of the same block. A block on data other than ImageNet-1k (a test "
+        "fixture) compares different tasks: read the Δ columns. *: failed seeds or fewer than "
+        "{k} usable seeds (see {name}.csv). Rows marked dev-guided let dev top-1 pick each "
+        "seed's checkpoint during the fit (the paper's protocol); the others fit the weights "
+        "only.")
 
 
 def presenter(table: ImageNetTable) -> Callable[[pd.DataFrame], Presentation]:
@@ -253,11 +277,11 @@ def presenter(table: ImageNetTable) -> Callable[[pd.DataFrame], Presentation]:
 
     def present(df: pd.DataFrame) -> Presentation:
         headers = ["Method", *[h for h, _ in table.columns], "MB (ours / paper)", "Top-1 ours",
-                   "Top-1 paper", "Δ ours", "Δ paper"]
+                   "Top-1 paper", "Original's top-1 (library)", "Δ ours", "Δ paper"]
         rows = [[_method(r), *[cell(r) for _, cell in table.columns],
                  fmt.join([fmt.DASH if r.paper_only else fmt.number(r.stored_mb),
                            fmt.number(r.paper_size_mb)]),
-                 _ours(r), fmt.number(r.paper_top1),
+                 _ours(r), fmt.number(r.paper_top1), fmt.number(r.original_expected_top1),
                  fmt.number(r.ours_delta_vs_original, signed=True),
                  fmt.number(r.paper_delta_vs_original, signed=True)] for r in df.itertuples()]
         label, _, title = table.title.partition(": ")
