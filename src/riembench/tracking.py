@@ -145,7 +145,7 @@ class CellTracker:
                 art = wandb.Artifact(f"record-{record.table}-{record.key}", type="run-record",
                                      metadata={"table": record.table, "seed": record.seed,
                                                "cell": record.cell})
-                art.add_file(str(path), name="record.json")
+                art.add_file(str(path), name="record.json")  # one name for every record
                 run.log_artifact(art)
         finally:
             run.finish(exit_code=0 if record.status == "ok" else 1)
@@ -206,6 +206,18 @@ def training_run(config: dict[str, Any], name: str, tags: list[str]) -> Iterator
         yield run
     finally:
         run.finish()
+
+
+def log_file_artifact(run: Any, path: str | os.PathLike[str], name: str, kind: str,
+                      metadata: dict[str, Any] | None = None) -> None:
+    """Log one file as a W&B artifact of ``run`` (artifact names allow [A-Za-z0-9_.-])."""
+    import re
+
+    import wandb
+
+    art = wandb.Artifact(re.sub(r"[^A-Za-z0-9_.-]", "_", name), type=kind, metadata=metadata)
+    art.add_file(str(path))
+    run.log_artifact(art)
 
 
 def log_table_files(table: str, paths: list[Path]) -> str | None:

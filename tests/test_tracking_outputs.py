@@ -1,0 +1,75 @@
+"""W&B runs as W&B users expect (read back from the offline run files), the per-cell summary
+lines, the sweep's summary table and the records listed in Hydra's output folders."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from riembench.tracking import fit_curve, metric_name, resolve_mode
+from wandb_files import read_runs
+
+
+def test_metric_names_and_modes(monkeypatch):
+    assert metric_name("dev_error") == "dev/error" and metric_name("test_acc") == "test/acc"
+    assert metric_name("weight_fidelity") == "weight_fidelity"
+    assert fit_curve({"history": [[0, 1.0], [25, 0.5], [50, float("nan")]]}) == [(0, 1.0), (25, 0.5)]
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert resolve_mode(True, "offline") == "online"
+    monkeypatch.setenv("WANDB_DISABLED", "true")
+    assert resolve_mode(True, "offline") == "disabled"
+    monkeypatch.delenv("WANDB_DISABLED")
+    assert resolve_mode(False, "offline") == "disabled"
+
+
+def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
+    store, wb, sweep = tmp_path / "runs", tmp_path / "wb", tmp_path / "sweep"
+    env = {**os.environ, "RIEMBENCH_STORE": str(store), "WANDB_MODE": "offline",
+           "WANDB_DIR": str(wb), "WANDB_PROJECT": "rb-test", "OMP_NUM_THREADS": "1"}
+    env.pop("WANDB_SILENT", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "riembench.cli", "-m", "method=riem,lpnorm", "dataset.n=40",
+         "size.ratio=0.3", "seeds=[0,1]", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep}",
+         "method.fit.steps=40", "method.fit.eval_every=10", "method.fit.warmup=0"],
+        cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "wandb:" not in out  # no banners
+    assert not (tmp_path / "wandb").exists()  # WANDB_DIR respected, nothing in the cwd
+
+    records = {json.loads(p.read_text())["key"]: json.loads(p.read_text())
+               for p in (store / "table5").glob("*.json")}
+    assert len(records) == 4
+    runs = read_runs(wb)
+    assert len(runs) == 4
+    by_id = {r.id: r for r in runs}
+    for rec in records.values():
+        run = by_id[rec["tracker"]["wandb_run_id"]]  # the record names its run
+        method = rec["cell"]["method"]
+        assert run.project == "rb-test"
+        assert run.group.startswith("table5/") and f"method={method}" in run.group
+        assert run.job_type == "table5"
+        assert {"table:table5", f"method:{method}", "size:0.3"} <= set(run.tags)
+        assert run.config["seed"] == rec["seed"] and run.config["record_key"] == rec["key"]
+        assert run.config["method"]["name"] == method
+        assert run.summary["test/error"] == rec["metrics"]["test_error"]
+        assert run.summary["dev/error"] == rec["metrics"]["dev_error"]
+        assert run.summary["status"] == "ok" and run.exit_code == 0
+        assert [a["type"] for a in run.artifacts] == ["run-record"]
+        assert run.artifacts[0]["files"] == ["record.json"]
+        curve = [h["fit/loss"] for h in run.history if "fit/loss" in h]
+        assert len(curve) == len(rec["fit"].get("history", []))
+        assert len(curve) == 5 and curve[-1] < curve[0]  # the fit's loss curve, decreasing
+    assert len({r.group for r in runs}) == 2  # one group per cell, two seeds each
+
+    # one line per cell, then the sweep's table and folder
+    assert out.count("| seeds 0,1 (2 new, 0 skipped, 0 failed) | test_error") == 2
+    assert "[2/2 cells" in out and "sweep summary (2 cell(s))" in out and str(sweep) in out
+    summary = (sweep / "summary.md").read_text()
+    assert "method=lpnorm" in summary and "method=riem" in summary
+    listed = sorted(Path(p).name for job in ("0", "1")
+                    for p in (sweep / job / "records.txt").read_text().split())
+    assert listed == sorted(f"{k}.json" for k in records)
+    cell = json.loads((sweep / "0" / "cell.json").read_text())
+    assert cell["seeds"] == [0, 1] and cell["metric"] == "test_error"
