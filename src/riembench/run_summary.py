@@ -154,6 +154,11 @@ class RunSummary(Callback):
         log.info("sweep: %s cell(s), output in %s", total if total is not None else "?",
                  sweep_dir.resolve())
 
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if config.hydra.mode == RunMode.MULTIRUN:  # which cell each worker is on, as it starts
+            log.info("[job %s] start: %s", config.hydra.job.num,
+                     " ".join(config.hydra.overrides.task))
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         out_dir = Path(config.hydra.runtime.output_dir)
         from hydra.core.utils import JobStatus
