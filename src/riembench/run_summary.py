@@ -72,13 +72,20 @@ def cell_line(report: dict[str, Any]) -> str:
     """``table5 method=svd ... | seeds 0-9 (10 new, 0 skipped, 0 failed) | test_error 0.1234 +- 0.0012 | runs/table5/{a,b}.json``"""
     mean = report.get("mean")
     score = "no ok seed" if mean is None else f"{report['metric']} {mean:.4g}"
-    if report.get("std") is not None:
+    if _spread(report):
         score += f" +- {report['std']:.2g}"
     paths = report.get("records") or []
     where = _paths_text(paths)
     return (f"{report['table']} {cell_name(report)} | seeds {_seeds_text(report['seeds'])} "
             f"({report['new']} new, {report['skipped']} skipped, {report['failed']} failed) | "
             f"{score} | {where}")
+
+
+def _spread(report: dict[str, Any]) -> bool:
+    """A std worth showing: seeds that differ by more than float noise (a deterministic
+    method's seeds give the same number)."""
+    std, mean = report.get("std"), report.get("mean")
+    return std is not None and mean is not None and std > 1e-9 * max(abs(mean), 1e-30)
 
 
 def _seeds_text(seeds: Sequence[int]) -> str:
@@ -110,7 +117,7 @@ def summary_table(reports: Iterable[dict[str, Any]]) -> str:
             "|---|---|---|---|---|---|---|"]
     for r in reports:
         mean = "" if r.get("mean") is None else f"{r['mean']:.4g}"
-        std = "" if r.get("std") is None else f"{r['std']:.2g}"
+        std = f"{r['std']:.2g}" if _spread(r) else ""
         status = f" ({r['error']})" if r.get("error") else ""
         rows.append(f"| {r.get('table', '')} | {cell_name(r)}{status} | "
                     f"{len(r.get('seeds', []))} | {r.get('failed', 0)} | "
