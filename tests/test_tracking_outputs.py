@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from riembench.tracking import fit_curve, metric_name, resolve_mode
 from wandb_files import read_runs
+
+from riembench.tracking import fit_curve, metric_name, resolve_mode
 
 
 def test_metric_names_and_modes(monkeypatch):

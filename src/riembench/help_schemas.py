@@ -59,9 +59,9 @@ class SchemaStandIns(ConfigSource):
 
 def import_registries() -> None:
     """Import every built-in method, dataset and backbone (registering them and their schemas)."""
-    import riembench.backbones  # noqa: F401
-    import riembench.data  # noqa: F401
-    import riembench.methods  # noqa: F401
+    import riembench.backbones
+    import riembench.data
+    import riembench.methods
     import riembench.size  # noqa: F401
 
 
