@@ -31,7 +31,7 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
     env.pop("WANDB_SILENT", None)
     proc = subprocess.run(
         [sys.executable, "-m", "riembench.cli", "-m", "method=riem,lpnorm", "dataset.n=40",
-         "size.ratio=0.3", "seeds=[0,1]", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep}",
+         "size.ratio=0.1,0.3", "seeds=[0,1]", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep}",
          "method.fit.steps=40", "method.fit.eval_every=10", "method.fit.warmup=0"],
         cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
@@ -41,9 +41,9 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
 
     records = {json.loads(p.read_text())["key"]: json.loads(p.read_text())
                for p in (store / "table5").glob("*.json")}
-    assert len(records) == 4
+    assert len(records) == 8
     runs = read_runs(wb)
-    assert len(runs) == 4
+    assert len(runs) == 8
     by_id = {r.id: r for r in runs}
     for rec in records.values():
         run = by_id[rec["tracker"]["wandb_run_id"]]  # the record names its run
@@ -51,25 +51,35 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
         assert run.project == "rb-test"
         assert run.group.startswith("table5/") and f"method={method}" in run.group
         assert run.job_type == "table5"
-        assert {"table:table5", f"method:{method}", "size:0.3"} <= set(run.tags)
+        assert {"table:table5", f"method:{method}", f"size:{rec['cell']['ratio']}"} <= set(run.tags)
         assert run.config["seed"] == rec["seed"] and run.config["record_key"] == rec["key"]
         assert run.config["method"]["name"] == method
-        assert run.summary["test/error"] == rec["metrics"]["test_error"]
-        assert run.summary["dev/error"] == rec["metrics"]["dev_error"]
-        assert run.summary["status"] == "ok" and run.exit_code == 0
+        assert run.config["git_rev"] == rec["git_rev"]
         assert [a["type"] for a in run.artifacts] == ["run-record"]
         assert run.artifacts[0]["files"] == ["record.json"]
         curve = [h["fit/loss"] for h in run.history if "fit/loss" in h]
         assert len(curve) == len(rec["fit"].get("history", []))
-        assert len(curve) == 5 and curve[-1] < curve[0]  # the fit's loss curve, decreasing
-    assert len({r.group for r in runs}) == 2  # one group per cell, two seeds each
+        if rec["status"] == "failed":  # lpnorm's 4 heads do not fit in 0.1 x 40^2 numbers
+            assert method == "lpnorm" and rec["cell"]["ratio"] == 0.1
+            assert run.summary["status"] == "failed" and run.exit_code == 1
+            assert "impossible budget" in run.summary["error"]
+            continue
+        assert run.summary["test/error"] == rec["metrics"]["test_error"]
+        assert run.summary["dev/error"] == rec["metrics"]["dev_error"]
+        assert run.summary["status"] == "ok" and run.exit_code == 0
+        # the fit's loss curve, at the fit's steps (an eval every 10 steps and at the last)
+        assert curve == [loss for _, loss in rec["fit"]["history"]] and len(curve) == 5
+        assert [h["_step"] for h in run.history if "fit/loss" in h] == [0, 10, 20, 30, 39]
+    assert len({r.group for r in runs}) == 4  # one group per cell, two seeds each
+    assert sum(r["status"] == "failed" for r in records.values()) == 2
 
     # one line per cell, then the sweep's table and folder
-    assert out.count("| seeds 0,1 (2 new, 0 skipped, 0 failed) | test_error") == 2
-    assert "[2/2 cells" in out and "sweep summary (2 cell(s))" in out and str(sweep) in out
+    assert out.count("| seeds 0,1 (2 new, 0 skipped, 0 failed) | test_error") == 3
+    assert out.count("| seeds 0,1 (2 new, 0 skipped, 2 failed) | no ok seed") == 1
+    assert "[4/4 cells" in out and "sweep summary (4 cell(s))" in out and str(sweep) in out
     summary = (sweep / "summary.md").read_text()
     assert "method=lpnorm" in summary and "method=riem" in summary
-    listed = sorted(Path(p).name for job in ("0", "1")
+    listed = sorted(Path(p).name for job in ("0", "1", "2", "3")
                     for p in (sweep / job / "records.txt").read_text().split())
     assert listed == sorted(f"{k}.json" for k in records)
     cell = json.loads((sweep / "0" / "cell.json").read_text())

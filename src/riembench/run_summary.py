@@ -170,14 +170,17 @@ class RunSummary(Callback):
         out_dir = Path(config.hydra.runtime.output_dir)
         from hydra.core.utils import JobStatus
 
-        if job_return.status == JobStatus.COMPLETED and isinstance(job_return.return_value, dict):
-            report = job_return.return_value
+        try:
+            value = job_return.return_value  # re-raises the job's exception when it failed
+            error = None if job_return.status == JobStatus.COMPLETED else "did not complete"
+        except Exception as exc:  # noqa: BLE001  (summarise any failure, the launcher re-raises)
+            value, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        if error is None and isinstance(value, dict):
+            report = value
         else:
             report = {"table": str(config.get("table") or ""), "cell": {}, "seeds": [],
                       "new": 0, "skipped": 0, "failed": 0, "metric": None, "mean": None,
-                      "std": None, "records": [],
-                      "error": f"{type(job_return._return_value).__name__}: "
-                               f"{job_return._return_value}"[:300]}
+                      "std": None, "records": [], "error": error or "no cell report"}
             overrides = list(config.hydra.overrides.task)
             report["cell"] = {"overrides": " ".join(overrides)}
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -141,6 +141,8 @@ class CellTracker:
             if record.error:
                 summary["error"] = record.error
             run.summary.update(summary)
+            # the checkout's revision (W&B's own git probe is off: it warns outside a checkout)
+            run.config.update({"git_rev": record.git_rev}, allow_val_change=True)
             if path is not None:
                 art = wandb.Artifact(f"record-{record.table}-{record.key}", type="run-record",
                                      metadata={"table": record.table, "seed": record.seed,
