@@ -4,8 +4,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 
@@ -41,9 +39,20 @@ def test_completion_offers_no_schema():
     assert out.stdout.split() == ["method=svd"]
 
 
-@pytest.mark.parametrize("override", ["method=svd_schema", "dataset=synthetic_schema"])
-def test_a_schema_is_not_runnable(tmp_path, override):
-    out = _cli(override, "dataset.n=40", RIEMBENCH_STORE=str(tmp_path / "runs"))
+def test_a_schema_is_not_runnable(tmp_path):
+    out = _cli("method=svd_schema", "dataset.n=40", RIEMBENCH_STORE=str(tmp_path / "runs"))
     assert out.returncode != 0
     assert "is the schema of" in out.stderr and "not a" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_every_axis_refuses_its_schemas():
+    import pytest
+
+    from riembench.cli import check_choices
+    from riembench.errors import RiembenchError
+
+    check_choices({"method": "svd", "dataset": "synthetic", "size": "ratio", "backbone": "none"})
+    for axis, name in (("dataset", "synthetic"), ("size", "ratio"), ("backbone", "lenet5")):
+        with pytest.raises(RiembenchError, match=f"{axis}={name}_schema is the schema"):
+            check_choices({axis: f"{name}_schema"})
