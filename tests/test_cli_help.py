@@ -4,6 +4,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from riembench.cli import check_choices
+from riembench.errors import RiembenchError
+
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 
@@ -47,11 +52,6 @@ def test_a_schema_is_not_runnable(tmp_path):
 
 
 def test_every_axis_refuses_its_schemas():
-    import pytest
-
-    from riembench.cli import check_choices
-    from riembench.errors import RiembenchError
-
     check_choices({"method": "svd", "dataset": "synthetic", "size": "ratio", "backbone": "none"})
     for axis, name in (("dataset", "synthetic"), ("size", "ratio"), ("backbone", "lenet5")):
         with pytest.raises(RiembenchError, match=f"{axis}={name}_schema is the schema"):
