@@ -93,3 +93,30 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
     (report,) = [r for r in read_runs(wb) if r.job_type == "report"]
     (art,) = report.artifacts
     assert art["type"] == "table" and "table5.csv" in art["files"] and "table5.tex" in art["files"]
+
+
+def test_a_wandb_that_cannot_start_loses_no_record(tmp_path, monkeypatch, caplog):
+    """W&B down or misconfigured (online without a login, say): the cell goes on untracked."""
+    import wandb
+    from omegaconf import OmegaConf
+
+    from riembench.store import RunRecord, RunStore
+    from riembench.tracking import cell_tracker
+
+    def refuse(*args, **kwargs):
+        raise wandb.errors.UsageError("api_key not configured (no-tty)")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    monkeypatch.setenv("WANDB_MODE", "online")
+    store = RunStore(tmp_path / "runs")
+    cfg = OmegaConf.create({"enabled": True, "mode": "offline", "project": "p", "entity": None})
+    with cell_tracker(cfg, "table5", {"method": "svd"}, {"method": {"name": "svd"}}) as tracker:
+        for seed in (0, 1):
+            rec = RunRecord(table="table5", seed=seed, method="svd", dataset="synthetic",
+                            cell={"method": "svd"}, config={"seed": seed},
+                            metrics={"test_error": 0.1})
+            tracker.start(rec)
+            path = store.write(rec)
+            tracker.finish(rec, path)
+            assert path.is_file() and rec.tracker == {}
+    assert caplog.text.count("could not start") == 1  # said once, then the cell runs untracked

@@ -18,6 +18,7 @@ are off unless ``WANDB_SILENT`` / ``WANDB_QUIET`` say otherwise.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 _TRUE = ("1", "true", "yes", "on")
+log = logging.getLogger("riembench")
 
 
 def resolve_mode(enabled: bool, mode: str) -> str:
@@ -116,8 +118,15 @@ class CellTracker:
                              group=("WANDB_RUN_GROUP", f"{self.table}/{self.cell_name}"),
                              job_type=("WANDB_JOB_TYPE", self.table),
                              name=("WANDB_NAME", f"{self.cell_name}-seed{record.seed}"))
-        self._run = wandb.init(mode=self.mode, config=config, tags=sorted({*self.tags, *env_tags}),
-                               reinit="create_new", settings=_settings(), **kwargs)
+        try:
+            self._run = wandb.init(mode=self.mode, config=config,
+                                   tags=sorted({*self.tags, *env_tags}), reinit="create_new",
+                                   settings=_settings(), **kwargs)
+        except Exception as exc:  # noqa: BLE001  (W&B down or misconfigured: keep the results)
+            log.warning("W&B run could not start (%s: %s); the cell goes on without W&B",
+                        type(exc).__name__, exc)
+            self.mode = "disabled"
+            return
         record.tracker = {"wandb_run_id": self._run.id, "wandb_project": self._run.project,
                           "wandb_group": self._run.group, "wandb_dir": str(self._run.dir)}
 
@@ -127,30 +136,38 @@ class CellTracker:
         run, self._run = self._run, None
         if run is None:
             return
-        import wandb
-
         try:
-            for step, loss in fit_curve(record.fit):
-                run.log({"fit/loss": loss}, step=step)
-            summary = {metric_name(k): v for k, v in record.metrics.items()}
-            summary.update(_numbers("cost/", record.cost))
-            summary.update({k: v for k, v in _numbers("fit/", record.fit).items()
-                            if not k.startswith("fit/history")})
-            summary.update({"status": record.status, "seed": record.seed,
-                            "wall_time_s": record.wall_time_s})
-            if record.error:
-                summary["error"] = record.error
-            run.summary.update(summary)
-            # the checkout's revision (W&B's own git probe is off: it warns outside a checkout)
-            run.config.update({"git_rev": record.git_rev}, allow_val_change=True)
-            if path is not None:
-                art = wandb.Artifact(f"record-{record.table}-{record.key}", type="run-record",
-                                     metadata={"table": record.table, "seed": record.seed,
-                                               "cell": record.cell})
-                art.add_file(str(path), name="record.json")  # one name for every record
-                run.log_artifact(art)
+            self._log(run, record, path)
+        except Exception as exc:  # noqa: BLE001  (the record is written: never lose the cell)
+            log.warning("W&B logging of %s seed %d failed (%s: %s)", self.cell_name, record.seed,
+                        type(exc).__name__, exc)
         finally:
             run.finish(exit_code=0 if record.status == "ok" else 1)
+
+    @staticmethod
+    def _log(run: Any, record: Any, path: str | os.PathLike[str] | None) -> None:
+        """What :meth:`finish` logs: history, summary, the revision, the record artifact."""
+        import wandb
+
+        for step, loss in fit_curve(record.fit):
+            run.log({"fit/loss": loss}, step=step)
+        summary = {metric_name(k): v for k, v in record.metrics.items()}
+        summary.update(_numbers("cost/", record.cost))
+        summary.update({k: v for k, v in _numbers("fit/", record.fit).items()
+                        if not k.startswith("fit/history")})
+        summary.update({"status": record.status, "seed": record.seed,
+                        "wall_time_s": record.wall_time_s})
+        if record.error:
+            summary["error"] = record.error
+        run.summary.update(summary)
+        # the checkout's revision (W&B's own git probe is off: it warns outside a checkout)
+        run.config.update({"git_rev": record.git_rev}, allow_val_change=True)
+        if path is not None:
+            art = wandb.Artifact(f"record-{record.table}-{record.key}", type="run-record",
+                                 metadata={"table": record.table, "seed": record.seed,
+                                           "cell": record.cell})
+            art.add_file(str(path), name="record.json")  # one name for every record
+            run.log_artifact(art)
 
     def close(self) -> None:
         """Close a run left open by an exception between start and finish."""
