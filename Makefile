@@ -21,12 +21,13 @@ help:
 
 venv: $(STAMP)
 
-# torch first, pinned to the builds that pip takes from local files; then the package.
+# torch first, pinned to the builds that pip takes from local files (pyproject.toml only asks
+# for a range); then the package with every table's extras (table 4: detection; timm: hubs).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,detection,hubs]"
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -1,19 +1,30 @@
-"""The ``riembench`` command: Hydra app over riembench/conf/ (one cell, or a sweep with -m / experiment=)."""
+"""The ``riembench`` command: Hydra app over riembench/conf/ (one cell, or a sweep with -m / experiment=).
+
+Importing this module does not import torch: ``riembench --help`` and shell completion answer in
+about a second. The method, dataset and backbone modules (and their schemas) are imported when
+Hydra builds its config repository (:mod:`riembench.help_schemas`), except for help and completion
+(:mod:`riembench.help_schemas`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
-import riembench.backbones  # registers backbones and their schemas
-import riembench.config  # stores the schemas
-import riembench.data  # registers datasets and their schemas
-import riembench.methods  # noqa: F401  (registers methods and their schemas)
+import riembench.config  # noqa: F401  (stores the top-level schema, registers the help source)
 from riembench.errors import RiembenchError
+from riembench.help_schemas import SUFFIX, SchemaStandIns
+
+#: flags for which Hydra only prints or completes, never runs
+HELP_FLAGS = ("--help", "-h", "--hydra-help", "--shell-completion", "-sc")
+#: the groups whose options are registry entries (schemas are not options)
+AXES = ("method", "dataset", "size", "backbone")
 
 
 def config_dir() -> str:
@@ -22,18 +33,37 @@ def config_dir() -> str:
     return os.environ.get("RIEMBENCH_CONF", str(Path(__file__).resolve().parent / "conf"))
 
 
+def check_choices(choices: dict[str, Any]) -> None:
+    """A schema (``method=svd_schema``) is what a config inherits, not something to run."""
+    for axis in AXES:
+        choice = str(choices.get(axis) or "")
+        if choice.endswith(SUFFIX):
+            known = sorted(p.stem for p in (Path(config_dir()) / axis).glob("*.yaml"))
+            raise RiembenchError(f"{axis}={choice} is the schema of {axis} "
+                                 f"'{choice.removesuffix(SUFFIX)}', not a {axis} to run; "
+                                 f"use one of: {', '.join(known)}")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+
+    from riembench.run_summary import cell_report
     from riembench.runner import run
 
     try:
+        check_choices(dict(HydraConfig.get().runtime.choices))
         outcome = run(cfg)
     except RiembenchError as exc:
         logging.getLogger("riembench").error("%s", exc)
         raise SystemExit(f"riembench: {exc}") from None
-    logging.getLogger("riembench").info("%s: wrote %d record(s), skipped %d, failed %d",
-                                        outcome.table, len(outcome.written), len(outcome.skipped),
-                                        len(outcome.failed))
+    return cell_report(outcome)  # logged and kept in the output folder by run_summary.RunSummary
+
+
+def main() -> None:
+    if any(a in HELP_FLAGS for a in sys.argv[1:]):
+        SchemaStandIns.active = True
+    hydra_main()
 
 
 if __name__ == "__main__":

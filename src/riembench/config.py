@@ -3,19 +3,23 @@
 Top-level keys are fixed by :class:`RunConfig`; each group entry (method, dataset, size) gets its
 schema from the registry of its axis, and the runner re-validates each group node against it, so
 ``method.stpes=10`` or ``size.ratio=abc`` stop with an error before any work.
+
+Importing this module does not import torch (``riembench --help`` and shell completion load it);
+the size registry is re-exported lazily.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from riembench import help_schemas
 from riembench.errors import RiembenchError
 from riembench.registry import Registry
-from riembench.size import SIZES  # noqa: F401  (re-exported: the size axis registry)
 
 
 @dataclass
@@ -26,12 +30,15 @@ class StoreConfig:
 
 @dataclass
 class WandbConfig:
+    """W&B settings; each standard environment variable (WANDB_MODE, WANDB_PROJECT,
+    WANDB_ENTITY, WANDB_DIR, WANDB_TAGS, ...) wins over the value here (riembench.tracking)."""
+
     enabled: bool = True
-    #: used unless the WANDB_MODE environment variable is set (it wins, as W&B users expect)
     mode: str = "offline"
     project: str = "riembench"
     entity: str | None = None
-    dir: str = "${oc.env:RIEMBENCH_WANDB_DIR,.}"
+    #: extra tags on every run (table/method/backbone/size/protocol tags are added anyway)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -97,9 +104,12 @@ class RunConfig:
 
 
 ConfigStore.instance().store(name="base_config", node=RunConfig)
-ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)
 for _protocol in PROTOCOLS:  # `protocol=dev_guided` (then protocol.every=50 etc.)
     ConfigStore.instance().store(group="protocol", name=_protocol, node=ProtocolConfig(name=_protocol))
+help_schemas.register()  # conf/config.yaml's search path names it
+# the user's config folder (~/.config/riembench) is in the search path whether or not it exists
+warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=.*riembench "
+                        r"is not available")
 
 
 def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:
@@ -116,3 +126,11 @@ def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:
     except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
         raise RiembenchError(f"invalid {registry.axis} config for '{name}': {exc}") from exc
     return OmegaConf.to_object(merged)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SIZES":  # the size axis registry, imported on use (it needs torch)
+        from riembench.size import SIZES
+
+        return SIZES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

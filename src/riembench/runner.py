@@ -22,7 +22,7 @@ import logging
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from riembench.methods.base import (
 from riembench.network import select_layers
 from riembench.size import SIZES, describe, matrix_budget, network_target
 from riembench.store import RunRecord, RunStore, run_key
-from riembench.tracking import wandb_run
+from riembench.tracking import CellTracker, cell_tracker
 
 log = logging.getLogger("riembench")
 
@@ -69,6 +69,10 @@ class CellOutcome:
     written: list[str]
     skipped: list[int]
     failed: list[int]
+    #: the records this invocation wrote (tracked, summarised at the end of the run)
+    records: list[RunRecord] = field(default_factory=list)
+    #: store paths of the seeds that were already recorded (skipped)
+    existing: list[str] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -112,8 +116,9 @@ def run(cfg: DictConfig) -> CellOutcome:
     skipped = [s for s in seeds if s not in pending]
     if skipped:
         log.info("%s: %d seed(s) already recorded, skipping %s", table, len(skipped), skipped)
+    existing = [str(store.path(table, keys[s])) for s in skipped]
     if not pending:
-        return CellOutcome(table, [], skipped, [])
+        return CellOutcome(table, [], skipped, [], existing=existing)
 
     if not cfg.progress and hasattr(method_cfg, "progress"):
         method_cfg.progress = False  # top-level progress=false silences every bar (sweeps)
@@ -126,7 +131,7 @@ def run(cfg: DictConfig) -> CellOutcome:
                    **({"preprocessing": prep} if prep is not None else {}))
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,
                    command=" ".join(shlex.quote(a) for a in sys.argv),
-                   outcome=CellOutcome(table, [], skipped, []))
+                   outcome=CellOutcome(table, [], skipped, [], existing=existing))
     if isinstance(task, MatrixTask):
         if not isinstance(method, MatrixMethod):
             raise RiembenchError(f"method '{method_cfg.name}' does not approximate matrices; "
@@ -177,21 +182,19 @@ class _Context:
                          device=_device_name(self.device), command=self.command,
                          key=self.keys[seed], fit=fit, cost=cost)
 
-    def write(self, record: RunRecord, tracker: Any) -> None:
+    def write(self, record: RunRecord, tracker: CellTracker) -> None:
+        tracker.start(record)  # the record names its W&B run
         path = self.store.write(record)
+        tracker.finish(record, path)
         self.outcome.written.append(str(path))
+        self.outcome.records.append(record)
         if record.status == "failed":
             self.outcome.failed.append(record.seed)
             log.warning("%s seed %d failed: %s", record.cell, record.seed, record.error)
-        tracker.log({"seed": record.seed, **record.metrics, "params": record.cost.get("params", 0),
-                     "failed": int(record.status == "failed")})
 
 
 def _tracker(cfg: DictConfig, ctx: _Context, cell: dict[str, Any], method_cfg: Any) -> Any:
-    return wandb_run(enabled=cfg.wandb.enabled, mode=cfg.wandb.mode, project=cfg.wandb.project,
-                     entity=cfg.wandb.entity, directory=cfg.wandb.dir, group=ctx.table,
-                     name="-".join(f"{k}={v}" for k, v in cell.items() if v not in ("", None)),
-                     job_type=method_cfg.name, config=ctx.container)
+    return cell_tracker(cfg.wandb, ctx.table, cell, ctx.container)
 
 
 def _protocol(cfg: DictConfig) -> ProtocolConfig:
@@ -229,7 +232,6 @@ def _run_matrix(ctx: _Context, tracker: Any, method: MatrixMethod, task: MatrixT
                             {"params": approx.n_params, "budget": budget})
         _score_matrix(record, task, approx, budget)
         ctx.write(record, tracker)
-    tracker.summary({"n_seeds": len(pending), "n_failed": len(ctx.outcome.failed)})
 
 
 def _matrix_cell(method_cfg: Any, dataset_cfg: Any, size_cfg: Any) -> dict[str, Any]:
@@ -309,7 +311,6 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         compressed.to("cpu")
         record.fit["eval_wall_time_s"] = time.perf_counter() - eval_start
         ctx.write(record, tracker)
-    tracker.summary({"n_seeds": len(pending), "n_failed": len(ctx.outcome.failed)})
 
 
 def _dev_guide(protocol: ProtocolConfig, task: Any, original: nn.Module, device: torch.device,

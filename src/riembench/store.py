@@ -55,6 +55,8 @@ class RunRecord:
     host: str = ""
     created_at: str = ""
     command: str = ""
+    #: where the run was tracked (W&B run id, project, group, local run folder); not identity
+    tracker: dict[str, Any] = field(default_factory=dict)
 
 
 def identity(config: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,11 +41,12 @@ from riembench.backbones.registry import (
     linear_param_count,
 )
 from riembench.cli import config_dir
-from riembench.config import DataConfig, typed_group
+from riembench.config import DataConfig, WandbConfig, typed_group
 from riembench.data import DATASETS  # importing registers the datasets and their schemas
 from riembench.device import resolve_device
 from riembench.errors import RiembenchError
 from riembench.evaluate import evaluate_accuracy
+from riembench.tracking import log_file_artifact, training_run
 
 log = logging.getLogger("riembench")
 
@@ -105,6 +107,8 @@ class TrainAppConfig:
     dataset: Any = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    #: the training run is logged to W&B like the compression runs (job type "train")
+    wandb: WandbConfig = field(default_factory=WandbConfig)
     #: presets[backbone][dataset or "default"] -> train keys used where train.<key> is null
     presets: dict[str, Any] = field(default_factory=dict)
 
@@ -189,12 +193,15 @@ def _check_resolved(cfg: TrainConfig) -> None:
 
 def train_backbone(backbone_cfg: Any, task: Any, train_cfg: TrainConfig,
                    device: torch.device | str, *, eval_batch_size: int = 256,
-                   num_workers: int = 0) -> tuple[nn.Module, dict[str, Any]]:
+                   num_workers: int = 0,
+                   on_epoch: Callable[[dict[str, float]], None] | None = None,
+                   ) -> tuple[nn.Module, dict[str, Any]]:
     """Train ``backbone_cfg``'s network on ``task.train``; return it (eval mode) and metrics.
 
     Seeded: the init, the shuffling and the augmentation each draw from ``train_cfg.seed``, so
     two CPU runs give identical weights. Metrics: final dev/test accuracy (%), per-epoch
-    history, wall time, parameter counts.
+    history, wall time, parameter counts. ``on_epoch`` gets each epoch's history entry (the
+    CLI logs it to W&B).
     """
     _check_resolved(train_cfg)
     cfg, device = as_typed(backbone_cfg), torch.device(device)
@@ -218,10 +225,15 @@ def train_backbone(backbone_cfg: Any, task: Any, train_cfg: TrainConfig,
                                 bar)
             dev = evaluate_accuracy(model, task.dev, eval_batch_size, device,
                                     num_workers=num_workers)
-            history.append({"epoch": epoch, "train_loss": loss, "dev_acc": dev})
+            history.append({"epoch": epoch, "train_loss": loss, "dev_acc": dev,
+                            "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{loss:.3f}", dev=f"{dev:.2f}%")
-            log.info("%s/%s epoch %d/%d: train loss %.4f, dev acc %.2f%%", cfg.name, task.name,
-                     epoch, train_cfg.epochs, loss, dev)
+            elapsed = time.perf_counter() - start
+            eta = elapsed / epoch * (train_cfg.epochs - epoch)
+            log.info("%s/%s epoch %d/%d: train loss %.4f, dev acc %.2f%% (%.0f s, ETA %.0f s)",
+                     cfg.name, task.name, epoch, train_cfg.epochs, loss, dev, elapsed, eta)
+            if on_epoch is not None:
+                on_epoch(history[-1])
     wall = time.perf_counter() - start
     test = evaluate_accuracy(model, task.test, eval_batch_size, device, num_workers=num_workers)
     model.eval()
@@ -283,17 +295,33 @@ def train_from_config(cfg: DictConfig) -> Path:
         path = checkpoint_path(backbone_cfg, task.name, train_cfg.seed, recipe_hash)
     log.info("training %s on %s (%d images) on %s: %s", backbone_cfg.name, task.name,
              len(task.train), device, train_cfg.recipe())
-    model, metrics = train_backbone(backbone_cfg, task, train_cfg, device,
-                                    eval_batch_size=int(cfg.data.batch_size),
-                                    num_workers=int(cfg.data.num_workers))
-    meta = {**metrics, "backbone": _as_dict(backbone_cfg), "arch": backbone_cfg.arch(),
-            "dataset": task.name, "dataset_config": _as_dict(dataset_cfg),
-            "dev_note": getattr(task, "dev_note", ""), "task_shape": asdict(TaskShape.of(task)),
-            "recipe": train_cfg.recipe(), "recipe_hash": recipe_hash, "train_seed": train_cfg.seed,
-            "device": str(device), "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "riembench": riembench.__version__,
-            "date": datetime.now(UTC).isoformat(timespec="seconds"), "command": sys.argv}
-    save_checkpoint(path, model, meta)
+    run_config = {"backbone": _as_dict(backbone_cfg), "dataset": _as_dict(dataset_cfg),
+                  "train": train_cfg.recipe(), "recipe_hash": recipe_hash,
+                  "wandb": OmegaConf.to_container(cfg.wandb, resolve=True)}
+    name = f"{backbone_cfg.name}-{task.name}-seed{train_cfg.seed}-{recipe_hash}"
+    with training_run(run_config, name, [f"backbone:{backbone_cfg.name}",
+                                         f"dataset:{task.name}", "train"]) as run:
+        def on_epoch(h: dict[str, float]) -> None:
+            if run is not None:
+                run.log({"train/loss": h["train_loss"], "dev/acc": h["dev_acc"],
+                         "train/lr": h["lr"]}, step=int(h["epoch"]))
+
+        model, metrics = train_backbone(backbone_cfg, task, train_cfg, device,
+                                        eval_batch_size=int(cfg.data.batch_size),
+                                        num_workers=int(cfg.data.num_workers), on_epoch=on_epoch)
+        meta = {**metrics, "backbone": _as_dict(backbone_cfg), "arch": backbone_cfg.arch(),
+                "dataset": task.name, "dataset_config": _as_dict(dataset_cfg),
+                "dev_note": getattr(task, "dev_note", ""), "task_shape": asdict(TaskShape.of(task)),
+                "recipe": train_cfg.recipe(), "recipe_hash": recipe_hash, "train_seed": train_cfg.seed,
+                "device": str(device), "threads": torch.get_num_threads(),
+                "torch": torch.__version__, "riembench": riembench.__version__,
+                "date": datetime.now(UTC).isoformat(timespec="seconds"), "command": sys.argv}
+        save_checkpoint(path, model, meta)
+        if run is not None:
+            run.summary.update({"dev/acc": metrics["dev_acc"], "test/acc": metrics["test_acc"],
+                                "wall_time_s": metrics["wall_time_s"],
+                                "params": metrics["params"], "checkpoint": str(path)})
+            log_file_artifact(run, path, f"checkpoint-{backbone_cfg.name}-{task.name}", "model")
     log.info("%s/%s: dev %.2f%%, test %.2f%% after %d epochs (%.1f s); saved %s",
              backbone_cfg.name, task.name, metrics["dev_acc"], metrics["test_acc"],
              metrics["epochs"], metrics["wall_time_s"], path)

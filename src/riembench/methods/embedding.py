@@ -200,7 +200,8 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
                        "fit_config": asdict(self.cfg.fit)}
         out = []
         for b, _seed in enumerate(seeds):
-            info = {**info_common, "rel_mse": float(result.rel_mse[b]), "best_step": result.best_step[b]}
+            info = {**info_common, "rel_mse": float(result.rel_mse[b]), "best_step": result.best_step[b],
+                    "history": [[step, losses[b]] for step, losses in result.history]}  # fit curve
             if result.failed[b]:
                 out.append(MatrixApprox(None, model.params_per_matrix, info, failed=result.failed[b]))
             else:

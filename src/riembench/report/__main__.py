@@ -15,6 +15,7 @@ from pathlib import Path
 
 from riembench.errors import RiembenchError
 from riembench.report import TABLES, NoRecords, write_table
+from riembench.tracking import log_table_files
 
 
 def default_out_dir() -> Path:
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         written.append(name)
         print(f"{name}: wrote {', '.join(str(p) for p in paths)}")
+        log_table_files(name, list(paths))  # a W&B "table" artifact when WANDB_MODE is set
     if args.table == "all":
         print(f"written: {', '.join(written) or 'none'}; no records: {', '.join(empty) or 'none'}")
     if not written:
