@@ -53,6 +53,7 @@ from riembench.methods.base import (
     SizeTarget,
 )
 from riembench.network import select_layers
+from riembench.quantize import input_range_of
 from riembench.size import SIZES, describe, matrix_budget, network_target
 from riembench.store import RunRecord, RunStore, run_key
 from riembench.tracking import wandb_run
@@ -254,7 +255,8 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         model, prepared = method.prepare(model, layers)  # e.g. pruning before RieM (table 3)
         if needs_size:
             target = network_target(size_cfg, model, layers)
-        outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example))
+        outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example,
+                                          input_range_of(task)))
     except ImpossibleBudget as exc:
         log.error("%s", exc)
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]

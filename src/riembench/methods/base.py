@@ -123,6 +123,8 @@ class NetworkJob:
     seeds: list[int]
     device: torch.device
     example_input: torch.Tensor
+    #: range of the network input after normalization (quantize.input_range_of); None: unknown
+    input_range: tuple[float, float] | None = None
 
 
 @dataclass
