@@ -25,14 +25,18 @@ Activations (data-free). A post-training quantizer normally calibrates activatio
 here no data may be seen. Following DFQ (Nagel et al., 2019, section 5), a BatchNorm layer's
 learned shift and scale say what its output looks like: channel ``c`` is about
 ``N(beta_c, gamma_c^2)`` when the running statistics describe the data the model was trained on.
-:func:`input_stats` propagates these per-channel Gaussians through the traced graph (ReLU:
-clipped normal; residual add: sum of independent Gaussians; pooling and flatten: unchanged;
-concatenation: stacked) to every compressible layer's input. :class:`FakeQuantAct` then quantizes
-that input on the fixed range ``mean +- k * std`` (``k = 6`` by default, clipped at 0 after a
-ReLU), taken over all channels (per-tensor: a per-channel activation scale cannot be factored out
-of an integer accumulation). Where no BatchNorm determines a tensor (the network input, a layer
-without BN before it) there is nothing data-free to set a range from: such inputs stay in float
-and the reason is reported, never guessed from data.
+:func:`input_stats` propagates these per-channel Gaussians through the graph of
+:mod:`riembench.graph` (ReLU / ReLU6: normal clipped to ``[0, inf)`` / ``[0, 6]``; residual add:
+sum of independent Gaussians; pooling and flatten: unchanged; concatenation: stacked) to every
+compressible layer's input and every node. :class:`FakeQuantAct` then quantizes a tensor on the
+fixed range ``mean +- k * std`` (``k = 6`` by default, clipped to the activation's range), taken
+over all channels (per-tensor: a per-channel activation scale cannot be factored out of an
+integer accumulation). :func:`quantize_model` quantizes, under ``act_scope="reference"``, what
+jakc4103/DFQ does: every layer's input, the image on its normalization's range
+(:func:`input_range_of`), and both inputs of every residual add and concatenation. Where no
+BatchNorm determines a tensor (a layer without BN before it, the image when its range is not
+given) there is nothing data-free to set a range from: it stays in float and the reason is
+reported, never guessed from data.
 """
 
 from __future__ import annotations

@@ -6,8 +6,12 @@ Steps, in the paper's order, each on a deep copy of the pretrained model:
    (``W <- W gamma / sqrt(var + eps)``, ``b <- (b - mean) gamma / sqrt(var + eps) + beta``); the
    BN's ``(beta, |gamma|)`` are kept as the statistics of the layer's output, which later steps
    need (they are the only data-free knowledge of activations).
+0. **ReLU6** (``relu6="replace"``): every ReLU6 becomes a ReLU, as the paper and jakc4103/DFQ
+   do for MobileNetV2; ReLU6 does not commute with a channel scale, ReLU does.
 2. **Cross-layer equalization** (``equalize``): for consecutive layers joined only by ops that
-   commute with a positive per-channel scale (ReLU, identity, dropout, pooling), channel ``i`` of
+   commute with a positive per-channel scale (ReLU, identity, dropout, pooling, flatten after a
+   global pool; :data:`riembench.graph.HOMOGENEOUS`), grouped and depthwise convs included on
+   either side (MobileNetV2's expand -> depthwise -> project: 37 pairs), channel ``i`` of
    the first layer is divided by ``s_i = sqrt(r1_i r2_i) / r2_i`` and the matching input channel
    of the second multiplied by it, where ``r1_i`` is the range of output channel ``i`` of the
    first weight and ``r2_i`` that of input channel ``i`` of the second. Afterwards both ranges
@@ -23,7 +27,9 @@ Steps, in the paper's order, each on a deep copy of the pretrained model:
    activation ranges. Exact whenever the pre-activation is >= c (the 3-sigma assumption) and
    the second layer does not zero-pad; see ``absorb_padded``.
 4. **Quantization**: weights per-tensor asymmetric min/max at ``w_bits`` (``quantize.py``);
-   layer inputs at ``a_bits`` on ranges ``mean +- act_k * std`` from the BN statistics.
+   activations at ``a_bits`` on ranges ``mean +- act_k * std`` from the BN statistics: layer
+   inputs, and under ``act_scope="reference"`` also the image and both inputs of every residual
+   add, as jakc4103/DFQ; biases per tensor at ``b_bits`` after step 5.
 5. **Analytic bias correction** (``bias_correct``): quantization error ``eps = W_q - W`` shifts
    a layer's expected output by ``eps E[x]``; ``E[x]`` is the clipped-normal mean of the input
    implied by the BN statistics (propagated through ReLU, residual adds, pooling; see
