@@ -194,3 +194,43 @@ def test_dfq_on_mobilenet_v2_quantizes_every_activation_under_the_reference_scop
         out = mobilenet(x)
         for net in (ref, old):
             assert float((net.model(x) - out).norm() / out.norm()) < 0.5
+
+
+def test_relu6_statistics_are_the_doubly_clipped_normal():
+    from riembench.quantize import ActStats
+
+    mu, sigma = torch.tensor([-1.0, 2.0, 5.0, 7.0]), torch.tensor([1.0, 2.0, 1.5, 0.5])
+    stats = ActStats.gaussian(mu, sigma).after_relu6()
+    torch.manual_seed(0)
+    samples = (mu + sigma * torch.randn(400_000, 4)).clamp(0, 6).double()
+    assert torch.allclose(stats.mean(), samples.mean(0), atol=5e-3)
+    assert torch.allclose(stats.var(), samples.var(0), atol=1e-2)
+    lo, hi = stats.bounds(6.0)
+    assert float(hi.max()) == 6.0 and float(lo.min()) == 0.0
+
+
+def test_input_range_from_the_task_normalization():
+    from riembench.data.images import DigitsConfig, build_digits
+    from riembench.quantize import input_range_of
+
+    task = build_digits(DigitsConfig(image_size=8))
+    lo, hi = input_range_of(task)
+    images = torch.stack([task.test[i][0] for i in range(len(task.test))])
+    assert lo == pytest.approx(float(images.min()), abs=1e-5)  # black pixels exist
+    assert hi >= float(images.max()) - 1e-5 and lo < 0 < hi
+    assert input_range_of(object()) is None
+
+
+def test_quantized_graph_module_keeps_names_and_copies(mobilenet):
+    job = NetworkJob(mobilenet, select_layers(mobilenet, "all"), SizeTarget(None), [0], CPU,
+                     torch.zeros(1, 3, 32, 32), input_range=(-2.1179, 2.64))
+    [net] = METHODS.get("quant")(METHODS.schema("quant")(w_bits=8, a_bits=8)).compress(job)
+    model = net.model
+    assert isinstance(model, fx.GraphModule)
+    assert not model.training
+    keys = set(model.state_dict())
+    assert {f"{n}.weight" for n in select_layers(mobilenet, "all")} <= keys
+    assert sum(k.startswith("act_quant.") for k in keys) == 2 * 2 * 10  # lo, hi per add input
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(copy.deepcopy(model)(x), model(x))

@@ -204,7 +204,7 @@ def count_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[int, dic
     try:
         with counter, torch.no_grad():
             model(example_input.to(device))
-    except Exception as exc:  # noqa: BLE001  (the model's own forward: any error type)
+    except Exception as exc:  # the model's own forward: any error type
         raise RiembenchError(f"FLOPs not counted: {type(model).__name__} does not run on a "
                              f"{tuple(example_input.shape)} example input "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from exc

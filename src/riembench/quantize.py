@@ -611,7 +611,7 @@ def quantize_graph_inputs(model: nn.Module, traced: ModelGraph, report: StatsRep
     if not len(quants):
         return model
     model.add_module(GRAPH_QUANT, quants)
-    rewritten = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    rewritten = fx.GraphModule(model, graph)
     rewritten.train(model.training)
     return rewritten
 

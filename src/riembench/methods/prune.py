@@ -117,9 +117,9 @@ def _follow_channels(traced: ModelGraph, node: fx.Node) -> tuple[ChannelGroup | 
         user = users[0]
         kind = traced.kind(user)
         target = str(user.target)
-        if kind in LAYERS or kind is Op.BATCHNORM:
-            if traced.calls[target] != 1:  # a stateless op (a shared ReLU) may be reused
-                return None, f"'{target}' is called more than once"
+        # a stateless op (a shared ReLU) may be reused, a layer or BN may not
+        if (kind in LAYERS or kind is Op.BATCHNORM) and traced.calls[target] != 1:
+            return None, f"'{target}' is called more than once"
         if kind in LAYERS:
             if traced.is_grouped(user):
                 return None, f"next layer '{target}' is a grouped conv"
