@@ -33,7 +33,7 @@ from riembench.methods.dfq import fold_batchnorm
 from riembench.network import select_layers
 from riembench.quantize import input_range_of, input_stats
 
-BITS = ((8, 8), (6, 6), (4, 4), (8, 4), (8, 3))
+BITS = ((8, 8), (6, 6), (4, 4), (8, 4), (8, 3), (None, 16))  # None: float weights
 SCOPES = (("reference", 16), ("layers", None))
 
 
