@@ -183,11 +183,19 @@ def test_quant_records_bits_and_attaches_activation_quantizers(resnet):
         assert torch.equal(v, before[k]), k
     net = nets[0]
     layers = select_layers(resnet, "all")
-    assert set(net.info["bits_by_param"]) == {f"{n}.weight" for n in layers}
-    assert set(net.info["bits_by_param"].values()) == {6}
-    assert set(net.info["act_float"]) == {"conv1"}  # the image input has no BN statistics
+    bits = net.info["bits_by_param"]
+    assert {k: v for k, v in bits.items() if k.endswith(".weight")} == {
+        f"{n}.weight": 6 for n in layers}
+    # every bias (BN folding gave each conv one) at the default 16 bits
+    assert {k: v for k, v in bits.items() if k.endswith(".bias")} == {
+        f"{n}.bias": 16 for n in layers}
+    # the job gives no input range, so the image stays in float, and says why
+    assert set(net.info["act_float"]) == {"conv1"}
+    assert "range is unknown" in net.info["act_float"]["conv1"]
     quantized = [n for n, m in net.model.named_modules() if isinstance(m, FakeQuantAct)]
-    assert len(quantized) == len(layers) - 1
+    # every other layer's input, and both inputs of the 8 residual adds (the skip path too)
+    assert len(quantized) == len(layers) - 1 + 2 * 8
+    assert sum(k.startswith("add") for k in net.info["act_ranges"]) == 16
     # 6-bit per-tensor weights: at most 64 distinct values per layer
     assert net.model.get_submodule("layer2.0.conv1").weight.unique().numel() <= 64
     assert nets[0].model is not nets[1].model

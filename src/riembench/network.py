@@ -9,34 +9,24 @@ three answers, and getting them in one place keeps the methods' parameter accoun
   column neuron per (input channel, kernel offset). This is the "one matrix" option of
   DESIGN.md; it keeps every conv a single fitting problem of the shared engine.
 * Neurons are shared between two selected layers when the second one reads exactly the first
-  one's outputs through elementwise ops only (ReLU, dropout, ...), found by tracing the model
-  with torch.fx. A flatten, pooling, a residual add or a conv's (channel, offset) columns break
-  the chain: there the second layer's inputs are not the first one's output neurons.
+  one's outputs through elementwise ops only (ReLU, dropout, ...), found by the one graph
+  analysis of the project (:mod:`riembench.graph`). A flatten, pooling, a residual add or a
+  conv's (channel, offset) columns break the chain: there the second layer's inputs are not the
+  first one's output neurons.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-import operator
 
 import torch
 from torch import fx, nn
 
 from riembench.errors import RiembenchError
+from riembench.graph import COMPRESSIBLE, ELEMENTWISE, ModelGraph, Op
 
 log = logging.getLogger("riembench")
-
-#: modules whose weight a method can compress
-COMPRESSIBLE = (nn.Linear, nn.Conv2d)
-
-#: ops a chain may pass through: they act per neuron, so the next layer's inputs are still the
-#: previous layer's output neurons
-_ELEMENTWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-                        nn.Dropout, nn.Identity, nn.ELU, nn.Hardswish)
-_ELEMENTWISE_FUNCTIONS = {torch.relu, torch.nn.functional.relu, torch.nn.functional.gelu,
-                          torch.sigmoid, torch.tanh, torch.nn.functional.dropout,
-                          torch.nn.functional.silu, torch.nn.functional.leaky_relu, operator.mul}
 
 
 def select_layers(model: nn.Module, spec: str) -> list[str]:
@@ -103,19 +93,17 @@ def find_chains(model: nn.Module, names: list[str]) -> list[list[str]]:
     never a condition for correctness.
     """
     selected = set(names)
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001  (fx raises many types; DETR-like control flow)
-        log.info("neuron sharing off for %s: torch.fx cannot trace it (%s)", type(model).__name__,
-                 str(exc).splitlines()[0][:120])
+    traced = ModelGraph.trace(model)
+    if not traced.traced:
+        log.info("neuron sharing off for %s (%s)", type(model).__name__, traced.error)
         return [[n] for n in names]
-    modules = dict(model.named_modules())
-    nodes = {n.target: n for n in graph.nodes if n.op == "call_module" and n.target in selected}
+    modules = traced.modules
+    nodes = {n: node for n, node in traced.layer_nodes().items() if n in selected}
     follows: dict[str, str] = {}
     for name, node in nodes.items():
         if not isinstance(modules[name], nn.Linear):
             continue
-        nxt = _next_linear(node, modules, selected)
+        nxt = _next_linear(traced, node, selected)
         if nxt is not None and modules[nxt].in_features == modules[name].out_features:
             follows[name] = nxt
     heads = [n for n in names if n not in follows.values()]
@@ -129,7 +117,7 @@ def find_chains(model: nn.Module, names: list[str]) -> list[list[str]]:
     return sorted(groups, key=lambda g: order[g[0]])
 
 
-def _next_linear(node: fx.Node, modules: dict[str, nn.Module], selected: set[str]) -> str | None:
+def _next_linear(traced: ModelGraph, node: fx.Node, selected: set[str]) -> str | None:
     """The selected Linear that consumes ``node``'s output through elementwise ops only."""
     current = node
     while True:
@@ -137,20 +125,12 @@ def _next_linear(node: fx.Node, modules: dict[str, nn.Module], selected: set[str
         if len(users) != 1:
             return None
         user = users[0]
-        if len(user.all_input_nodes) != 1:
+        if len(traced.tensor_args(user)) != 1:
             return None  # e.g. a residual add: the next layer's inputs are not our neurons alone
-        if user.op == "call_module":
-            mod = modules.get(str(user.target))
-            if isinstance(mod, nn.Linear) and user.target in selected:
-                return str(user.target)
-            if isinstance(mod, _ELEMENTWISE_MODULES):
-                current = user
-                continue
-            return None
-        if user.op == "call_function" and user.target in _ELEMENTWISE_FUNCTIONS:
-            current = user
-            continue
-        if user.op == "call_method" and user.target in ("relu", "relu_", "sigmoid", "tanh"):
+        kind = traced.kind(user)
+        if kind is Op.LINEAR:
+            return str(user.target) if user.target in selected else None
+        if kind in ELEMENTWISE:
             current = user
             continue
         return None

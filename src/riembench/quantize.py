@@ -25,31 +25,34 @@ Activations (data-free). A post-training quantizer normally calibrates activatio
 here no data may be seen. Following DFQ (Nagel et al., 2019, section 5), a BatchNorm layer's
 learned shift and scale say what its output looks like: channel ``c`` is about
 ``N(beta_c, gamma_c^2)`` when the running statistics describe the data the model was trained on.
-:func:`input_stats` propagates these per-channel Gaussians through the traced graph (ReLU:
-clipped normal; residual add: sum of independent Gaussians; pooling and flatten: unchanged;
-concatenation: stacked) to every compressible layer's input. :class:`FakeQuantAct` then quantizes
-that input on the fixed range ``mean +- k * std`` (``k = 6`` by default, clipped at 0 after a
-ReLU), taken over all channels (per-tensor: a per-channel activation scale cannot be factored out
-of an integer accumulation). Where no BatchNorm determines a tensor (the network input, a layer
-without BN before it) there is nothing data-free to set a range from: such inputs stay in float
-and the reason is reported, never guessed from data.
+:func:`input_stats` propagates these per-channel Gaussians through the graph of
+:mod:`riembench.graph` (ReLU / ReLU6: normal clipped to ``[0, inf)`` / ``[0, 6]``; residual add:
+sum of independent Gaussians; pooling and flatten: unchanged; concatenation: stacked) to every
+compressible layer's input and every node. :class:`FakeQuantAct` then quantizes a tensor on the
+fixed range ``mean +- k * std`` (``k = 6`` by default, clipped to the activation's range), taken
+over all channels (per-tensor: a per-channel activation scale cannot be factored out of an
+integer accumulation). :func:`quantize_model` quantizes, under ``act_scope="reference"``, what
+jakc4103/DFQ does: every layer's input, the image on its normalization's range
+(:func:`input_range_of`), and both inputs of every residual add and concatenation. Where no
+BatchNorm determines a tensor (a layer without BN before it, the image when its range is not
+given) there is nothing data-free to set a range from: it stays in float and the reason is
+reported, never guessed from data.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import logging
-import operator
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.nn import functional as F
 
 from riembench.errors import RiembenchError
-from riembench.network import COMPRESSIBLE, get_module
+from riembench.graph import COMPRESSIBLE, LAYERS, ModelGraph, Op
+from riembench.network import get_module
 
 log = logging.getLogger("riembench")
 
@@ -146,14 +149,17 @@ def quantize_tensor(x: torch.Tensor, bits: int, per_channel: bool, symmetric: bo
 class ActStats:
     """Per-channel statistics of a tensor implied by BatchNorm parameters, not by data.
 
-    Channel ``c`` is ``N(mu_c, sigma_c^2)``, or ``ReLU`` of it where ``relu[c]``: keeping the
-    Gaussian *before* the ReLU lets both the clipped mean (bias correction) and the clipped range
-    (activation quantization) be computed exactly under the Gaussian assumption.
+    Channel ``c`` is ``N(mu_c, sigma_c^2)``, or ``clip(., 0, cap_c)`` of it where ``relu[c]``
+    (``cap`` is +inf after a ReLU, 6 after a ReLU6): keeping the Gaussian *before* the clip lets
+    both the clipped mean (bias correction) and the clipped range (activation quantization) be
+    computed exactly under the Gaussian assumption.
     """
 
     mu: torch.Tensor
     sigma: torch.Tensor
     relu: torch.Tensor  # bool, per channel
+    #: upper clip of the ReLU'd channels (None: +inf, a plain ReLU)
+    cap: torch.Tensor | None = None
 
     @classmethod
     def gaussian(cls, mu: torch.Tensor, sigma: torch.Tensor) -> ActStats:
@@ -165,26 +171,48 @@ class ActStats:
         return int(self.mu.numel())
 
     def clone(self) -> ActStats:
-        return ActStats(self.mu.clone(), self.sigma.clone(), self.relu.clone())
+        return ActStats(self.mu.clone(), self.sigma.clone(), self.relu.clone(),
+                        None if self.cap is None else self.cap.clone())
+
+    def scaled(self, s: torch.Tensor) -> ActStats:
+        """Statistics of the tensor divided by a positive per-channel ``s`` (the cap with it)."""
+        return ActStats(self.mu / s, self.sigma / s, self.relu,
+                        None if self.cap is None else self.cap / s)
+
+    def shifted(self, c: torch.Tensor) -> ActStats:
+        """Statistics of the pre-activation lowered by ``c`` (high-bias absorption)."""
+        return ActStats(self.mu - c, self.sigma, self.relu,
+                        None if self.cap is None else self.cap - c)
 
     def after_relu(self) -> ActStats:
-        return ActStats(self.mu, self.sigma, torch.ones_like(self.relu))
+        """ReLU of these statistics (a ReLU of a clipped channel changes nothing)."""
+        return ActStats(self.mu, self.sigma, torch.ones_like(self.relu), self.cap)
+
+    def after_relu6(self) -> ActStats:
+        cap = torch.where(self.relu, torch.clamp(self._cap(), max=6.0),
+                          torch.full_like(self.mu, 6.0))
+        return ActStats(self.mu, self.sigma, torch.ones_like(self.relu), cap)
+
+    def _cap(self) -> torch.Tensor:
+        return self.cap if self.cap is not None else torch.full_like(self.mu, torch.inf)
 
     def mean(self) -> torch.Tensor:
         """E[x] per channel; for a ReLU'd channel the clipped-normal mean
-        ``mu Phi(mu/sigma) + sigma phi(mu/sigma)`` (``max(mu, 0)`` when sigma = 0)."""
-        clipped = _clipped_moments(self.mu, self.sigma)[0]
+        ``mu Phi(mu/sigma) + sigma phi(mu/sigma)`` (``max(mu, 0)`` when sigma = 0), with the
+        upper clip's terms where a cap (ReLU6) applies."""
+        clipped = _clipped_moments(self.mu, self.sigma, self._cap())[0]
         return torch.where(self.relu, clipped, self.mu)
 
     def var(self) -> torch.Tensor:
-        clipped = _clipped_moments(self.mu, self.sigma)[1]
+        clipped = _clipped_moments(self.mu, self.sigma, self._cap())[1]
         return torch.where(self.relu, clipped, self.sigma.square())
 
     def bounds(self, k: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel range ``mu +- k sigma``, clipped at 0 where a ReLU follows."""
+        """Per-channel range ``mu +- k sigma``, clipped to ``[0, cap]`` where a ReLU follows."""
         lo, hi = self.mu - k * self.sigma, self.mu + k * self.sigma
-        lo = torch.where(self.relu, lo.clamp(min=0), lo)
-        hi = torch.where(self.relu, hi.clamp(min=0), hi)
+        cap = self._cap()
+        lo = torch.where(self.relu, torch.minimum(lo.clamp(min=0), cap), lo)
+        hi = torch.where(self.relu, torch.minimum(hi.clamp(min=0), cap), hi)
         return lo, hi
 
     def expand_to(self, n: int) -> ActStats | None:
@@ -197,116 +225,126 @@ class ActStats:
             return None
         k = n // c
         return ActStats(self.mu.repeat_interleave(k), self.sigma.repeat_interleave(k),
-                        self.relu.repeat_interleave(k))
+                        self.relu.repeat_interleave(k),
+                        None if self.cap is None else self.cap.repeat_interleave(k))
+
+    @staticmethod
+    def stack(parts: list[ActStats]) -> ActStats:
+        """Channel-wise concatenation (``torch.cat`` on dim 1)."""
+        caps = None
+        if any(p.cap is not None for p in parts):
+            caps = torch.cat([p._cap() for p in parts])
+        return ActStats(torch.cat([p.mu for p in parts]), torch.cat([p.sigma for p in parts]),
+                        torch.cat([p.relu for p in parts]), caps)
 
 
-def _clipped_moments(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and variance of ReLU(N(mu, sigma^2)), elementwise."""
+def _clipped_moments(mu: torch.Tensor, sigma: torch.Tensor,
+                     cap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and variance of ``clip(N(mu, sigma^2), 0, cap)``, elementwise (cap +inf: ReLU).
+
+    With ``a = -mu / sigma``, ``b = (cap - mu) / sigma``: ``E = mu (Phi(b) - Phi(a)) +
+    sigma (phi(a) - phi(b)) + cap (1 - Phi(b))``, and ``E[y^2]`` likewise from the truncated
+    normal's second moment (the formulas of jakc4103/DFQ's ``calculate_mean_6``).
+    """
+    if cap is None:
+        cap = torch.full_like(mu, torch.inf)
     safe = sigma.clamp(min=1e-12)
-    a = mu / safe
-    cdf = torch.special.ndtr(a)
-    pdf = torch.exp(-0.5 * a * a) / (2 * torch.pi) ** 0.5
-    mean = mu * cdf + sigma * pdf
-    second = (mu * mu + sigma * sigma) * cdf + mu * sigma * pdf
+    a = -mu / safe
+    b = (cap - mu) / safe
+    cdf_a, cdf_b = torch.special.ndtr(a), torch.special.ndtr(b)
+    pdf_a = torch.exp(-0.5 * a * a) / (2 * torch.pi) ** 0.5
+    pdf_b = torch.where(torch.isinf(b), torch.zeros_like(b), torch.exp(-0.5 * b * b)
+                        / (2 * torch.pi) ** 0.5)
+    inside = cdf_b - cdf_a
+    top = torch.where(torch.isinf(cap), torch.zeros_like(cap), cap * (1 - cdf_b))
+    top2 = torch.where(torch.isinf(cap), torch.zeros_like(cap), cap * cap * (1 - cdf_b))
+    cap_pdf = torch.where(torch.isinf(cap), torch.zeros_like(cap), (cap + mu) * pdf_b)
+    mean = mu * inside + sigma * (pdf_a - pdf_b) + top
+    second = (mu * mu + sigma * sigma) * inside + sigma * (mu * pdf_a - cap_pdf) + top2
     var = (second - mean * mean).clamp(min=0)
     zero = sigma <= 0
-    return torch.where(zero, mu.clamp(min=0), mean), torch.where(zero, torch.zeros_like(var), var)
-
-
-#: modules that leave per-channel statistics unchanged (pooling keeps the mean exactly for
-#: average pooling and is a documented approximation for max pooling; the variance is kept,
-#: i.e. neighbouring positions are assumed fully correlated)
-_PASSTHROUGH_MODULES = (nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-                        nn.AdaptiveMaxPool2d, nn.Flatten)
-_PASSTHROUGH_FUNCTIONS = {torch.flatten, F.adaptive_avg_pool2d, F.avg_pool2d, F.max_pool2d,
-                          F.adaptive_max_pool2d, F.dropout}
-_PASSTHROUGH_METHODS = {"flatten", "view", "reshape", "contiguous", "clone", "detach"}
-_RELU_FUNCTIONS = {torch.relu, F.relu}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+    point = torch.minimum(mu.clamp(min=0), cap)
+    return torch.where(zero, point, mean), torch.where(zero, torch.zeros_like(var), var)
 
 
 @dataclass
 class StatsReport:
-    """Input statistics of the compressible layers, and why the others have none."""
+    """Input statistics of the compressible layers, and why the others have none.
+
+    ``nodes``: the statistics of every traced node's output (None: unknown), by node name; the
+    activation-graph quantizer (:func:`quantize_graph_inputs`) sets the ranges of the residual
+    adds' inputs from them.
+    """
 
     inputs: dict[str, ActStats]
     missing: dict[str, str]
+    nodes: dict[str, ActStats | None] = field(default_factory=dict)
 
 
-def input_stats(model: nn.Module, overrides: dict[str, ActStats] | None = None) -> StatsReport:
+def input_stats(model: nn.Module, overrides: dict[str, ActStats] | None = None,
+                traced: ModelGraph | None = None) -> StatsReport:
     """Data-free statistics of the input of every Linear/Conv2d of ``model``.
 
     ``overrides``: statistics of the *outputs* of named modules, used in place of the rules
     below; DFQ passes those of convolutions into which a BatchNorm was folded (the BN is gone
     from the graph but its parameters still describe the conv's output).
 
-    Rules (per node of the torch.fx graph): BatchNorm (eval) -> ``N(beta, gamma^2)``; ReLU ->
-    clipped; add of two tensors -> sum of means and variances (independence assumed); add of a
-    constant -> shifted mean; pooling, dropout, flatten -> unchanged; ``torch.cat`` on dim 1 ->
-    stacked; anything else (including a Linear/Conv2d without an override) -> unknown. A model
-    that torch.fx cannot trace gets no statistics at all (every layer reported as missing).
+    Rules (per node of :class:`riembench.graph.ModelGraph`): BatchNorm (eval) ->
+    ``N(beta, gamma^2)``; ReLU / ReLU6 -> clipped to ``[0, inf)`` / ``[0, 6]``; add of two tensors
+    -> sum of means and variances (independence assumed); add of a constant -> shifted mean;
+    pooling, dropout, flatten -> unchanged; ``torch.cat`` on dim 1 -> stacked; anything else
+    (hardswish, a gate, a Linear/Conv2d without an override) -> unknown. A model that torch.fx
+    cannot trace gets no statistics at all (every layer reported as missing).
     """
     overrides = overrides or {}
-    modules = dict(model.named_modules())
+    traced = traced or ModelGraph.trace(model)
+    modules = traced.modules
     layer_names = [n for n, m in modules.items() if isinstance(m, COMPRESSIBLE)]
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001  (fx raises many types)
-        reason = f"torch.fx cannot trace {type(model).__name__}: {str(exc).splitlines()[0][:120]}"
-        return StatsReport({}, {n: reason for n in layer_names})
+    if not traced.traced:
+        return StatsReport({}, traced.reason_not_traced(layer_names))
 
     env: dict[fx.Node, ActStats | None] = {}
     inputs: dict[str, ActStats] = {}
     missing: dict[str, str] = {}
-    for node in graph.nodes:
-        env[node] = None
-        if node.op == "call_module":
-            target = str(node.target)
-            mod = modules[target]
-            src = _arg_stats(env, node.args[0]) if node.args else None
-            if isinstance(mod, COMPRESSIBLE):
-                _record_input(inputs, missing, target, mod, node, src)
-                env[node] = overrides[target].clone() if target in overrides else None
-            elif target in overrides:
-                env[node] = overrides[target].clone()
-            elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                env[node] = _bn_stats(mod)
-            elif isinstance(mod, nn.ReLU):
-                env[node] = src.after_relu() if src is not None else None
-            elif isinstance(mod, _PASSTHROUGH_MODULES) or _is_fake_quant(mod):
-                env[node] = src
-        elif node.op == "call_function":
-            env[node] = _function_stats(env, node)
-        elif node.op == "call_method":
-            src = _arg_stats(env, node.args[0]) if node.args else None
-            if node.target in ("relu", "relu_"):
-                env[node] = src.after_relu() if src is not None else None
-            elif node.target in _PASSTHROUGH_METHODS:
-                env[node] = src
+    for node in traced.nodes():
+        kind = traced.kind(node)
+        args = [a for a in node.args if isinstance(a, fx.Node)]
+        src = env.get(args[0]) if args else None
+        target = str(node.target)
+        out: ActStats | None = None
+        if kind in LAYERS:
+            _record_input(inputs, missing, traced, target, modules[target], node, src)
+            out = overrides[target].clone() if target in overrides else None
+        elif node.op == "call_module" and target in overrides:
+            out = overrides[target].clone()
+        elif kind is Op.BATCHNORM:
+            out = _bn_stats(modules[target])
+        elif kind is Op.RELU:
+            out = src.after_relu() if src is not None else None
+        elif kind is Op.RELU6:
+            out = src.after_relu6() if src is not None else None
+        elif kind in (Op.IDENTITY, Op.POOL, Op.GLOBAL_POOL, Op.FLATTEN, Op.QUANT):
+            out = src
+        elif kind is Op.ADD:
+            out = _add_stats(env, node)
+        elif kind is Op.CAT:
+            out = _cat_stats(env, node)
+        env[node] = out
     for name in layer_names:
         if name not in inputs and name not in missing:
             missing[name] = "not called in the traced forward"
-    return StatsReport(inputs, missing)
+    return StatsReport(inputs, missing, {n.name: s for n, s in env.items()})
 
 
-def _is_fake_quant(mod: nn.Module) -> bool:
-    return isinstance(mod, FakeQuantAct)
-
-
-def _arg_stats(env: dict[fx.Node, ActStats | None], arg: Any) -> ActStats | None:
-    return env.get(arg) if isinstance(arg, fx.Node) else None
-
-
-def _record_input(inputs: dict[str, ActStats], missing: dict[str, str], name: str, mod: nn.Module,
-                  node: fx.Node, src: ActStats | None) -> None:
+def _record_input(inputs: dict[str, ActStats], missing: dict[str, str], traced: ModelGraph,
+                  name: str, mod: nn.Module, node: fx.Node, src: ActStats | None) -> None:
     if name in inputs or name in missing:
         inputs.pop(name, None)
         missing[name] = "module is called more than once; its inputs differ"
         return
     if src is None:
         arg = node.args[0] if node.args else None
-        what = "the network input" if isinstance(arg, fx.Node) and arg.op == "placeholder" \
-            else f"'{arg}'"
+        what = ("the network input" if traced.input_reaches(name) else f"'{arg}'")
         missing[name] = f"no BatchNorm determines {what}: its statistics are unknown without data"
         return
     n_in = mod.in_features if isinstance(mod, nn.Linear) else mod.in_channels
@@ -324,36 +362,31 @@ def _bn_stats(bn: nn.modules.batchnorm._BatchNorm) -> ActStats:
     return ActStats.gaussian(torch.zeros(c), torch.ones(c))
 
 
-def _function_stats(env: dict[fx.Node, ActStats | None], node: fx.Node) -> ActStats | None:
-    fn = node.target
-    src = _arg_stats(env, node.args[0]) if node.args else None
-    if fn in _RELU_FUNCTIONS:
-        return src.after_relu() if src is not None else None
-    if fn in _PASSTHROUGH_FUNCTIONS:
-        return src
-    if fn in _ADD_FUNCTIONS and len(node.args) == 2:
-        a, b = node.args
-        if isinstance(a, fx.Node) and isinstance(b, fx.Node):
-            sa, sb = env.get(a), env.get(b)
-            if sa is None or sb is None or len(sa) != len(sb):
-                return None
-            return ActStats.gaussian(sa.mean() + sb.mean(), (sa.var() + sb.var()).sqrt())
-        tensor, const = (a, b) if isinstance(a, fx.Node) else (b, a)
-        st = env.get(tensor) if isinstance(tensor, fx.Node) else None
-        if st is None or not isinstance(const, (int, float)):
+def _add_stats(env: dict[fx.Node, ActStats | None], node: fx.Node) -> ActStats | None:
+    if len(node.args) < 2:
+        return None
+    a, b = node.args[0], node.args[1]
+    if isinstance(a, fx.Node) and isinstance(b, fx.Node):
+        sa, sb = env.get(a), env.get(b)
+        if sa is None or sb is None or len(sa) != len(sb):
             return None
-        return ActStats.gaussian(st.mean() + const, st.var().sqrt())
-    if fn is torch.cat:
-        parts = node.args[0]
-        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-        if dim != 1 or not isinstance(parts, (list, tuple)):
-            return None
-        stats = [env.get(p) if isinstance(p, fx.Node) else None for p in parts]
-        if any(s is None for s in stats):
-            return None
-        return ActStats(torch.cat([s.mu for s in stats]), torch.cat([s.sigma for s in stats]),
-                        torch.cat([s.relu for s in stats]))
-    return None
+        return ActStats.gaussian(sa.mean() + sb.mean(), (sa.var() + sb.var()).sqrt())
+    tensor, const = (a, b) if isinstance(a, fx.Node) else (b, a)
+    st = env.get(tensor) if isinstance(tensor, fx.Node) else None
+    if st is None or not isinstance(const, (int, float)):
+        return None
+    return ActStats.gaussian(st.mean() + const, st.var().sqrt())
+
+
+def _cat_stats(env: dict[fx.Node, ActStats | None], node: fx.Node) -> ActStats | None:
+    parts = node.args[0]
+    dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+    if dim != 1 or not isinstance(parts, (list, tuple)):
+        return None
+    stats = [env.get(p) if isinstance(p, fx.Node) else None for p in parts]
+    if any(s is None for s in stats):
+        return None
+    return ActStats.stack([s for s in stats if s is not None])
 
 
 # --------------------------------------------------------------------------------------------
@@ -424,29 +457,163 @@ def quantize_weights(model: nn.Module, layers: Iterable[str], bits: int, per_cha
     return bits_by_param
 
 
-def quantize_model(model: nn.Module, w_bits: int | None, a_bits: int | None, per_channel: bool,
-                   symmetric: bool, layers: Iterable[str], *, act_k: float = 6.0,
-                   output_stats: dict[str, ActStats] | None = None) -> dict[str, Any]:
-    """Fake-quantize ``model`` in place: the named layers' weights at ``w_bits`` and their
-    inputs at ``a_bits`` (``None`` or >= 32: left in float). Returns what was done: the bits
-    of every quantized tensor (``bits_by_param``, for :func:`riembench.cost.model_cost`), which
-    layers' inputs were quantized on which range, and why the others were not.
+#: where activations are quantized: "reference" as jakc4103/DFQ does (the image, every layer's
+#: input, both inputs of every residual add and concatenation, i.e. the skip path too);
+#: "layers": only the inputs of the selected layers (the image and the adds stay in float)
+ACT_SCOPES = ("reference", "layers")
 
-    Activation ranges come from :func:`input_stats` computed *before* any change, so the order
-    of the layers does not matter; ``output_stats`` is passed on to it (see there).
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What a uniform quantizer rounds, and to how many bits (None or >= 32: float)."""
+
+    w_bits: int | None
+    a_bits: int | None
+    per_channel: bool = False
+    symmetric: bool = False
+    #: bias bits (per-tensor min/max, as jakc4103/DFQ's ``quantize_targ_layer``); None: float
+    b_bits: int | None = None
+    act_k: float = 6.0
+    act_scope: str = "reference"
+    #: range of the network input (the image after normalization), e.g. ImageNet's
+    #: [(0 - mean) / std, (1 - mean) / std] = [-2.118, 2.640]; None: unknown (left in float)
+    input_range: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.act_scope not in ACT_SCOPES:
+            raise RiembenchError(f"act_scope must be one of {', '.join(ACT_SCOPES)}, "
+                                 f"got '{self.act_scope}'")
+
+    @staticmethod
+    def active(bits: int | None) -> bool:
+        return bits is not None and bits < 32
+
+
+def quantize_model(model: nn.Module, spec: QuantSpec, layers: Iterable[str], *,
+                   output_stats: dict[str, ActStats] | None = None
+                   ) -> tuple[nn.Module, dict[str, Any]]:
+    """Fake-quantize ``model``: the named layers' weights (and biases) and the activations
+    ``spec.act_scope`` names. Returns the quantized model and what was done: the bits of every
+    quantized tensor (``bits_by_param``, for :func:`riembench.cost.model_cost`), which
+    activations were quantized on which range (``act_ranges``), and why the others were not
+    (``act_float``).
+
+    Weights and layer inputs are quantized in place (layer inputs by a pre-hook, see
+    :func:`attach_input_quant`); under ``act_scope="reference"`` the inputs of residual adds and
+    concatenations are quantized by quantizer nodes inserted into the traced graph, so the
+    returned model is then an ``fx.GraphModule`` (as torch's FX graph-mode quantization returns)
+    with the same module names. Activation ranges come from :func:`input_stats` computed *before*
+    any change, so the order of the layers does not matter; ``output_stats`` is passed on to it.
     """
     layers = list(layers)
-    info: dict[str, Any] = {"w_bits": w_bits, "a_bits": a_bits, "per_channel": per_channel,
-                            "symmetric": symmetric, "bits_by_param": {}, "act_ranges": {},
+    info: dict[str, Any] = {"w_bits": spec.w_bits, "a_bits": spec.a_bits,
+                            "b_bits": spec.b_bits if spec.active(spec.w_bits) else None,
+                            "per_channel": spec.per_channel, "symmetric": spec.symmetric,
+                            "act_scope": spec.act_scope, "bits_by_param": {}, "act_ranges": {},
                             "act_float": {}}
-    quant_acts = a_bits is not None and a_bits < 32
-    report = input_stats(model, output_stats) if quant_acts else None
-    if w_bits is not None and w_bits < 32:
-        info["bits_by_param"] = quantize_weights(model, layers, w_bits, per_channel, symmetric)
-    if report is not None:
-        assert a_bits is not None
-        info.update(quantize_inputs(model, layers, a_bits, report, act_k))
-    return info
+    quant_acts = spec.active(spec.a_bits)
+    traced = ModelGraph.trace(model) if quant_acts else None
+    report = input_stats(model, output_stats, traced) if traced is not None else None
+    if spec.active(spec.w_bits):
+        assert spec.w_bits is not None
+        info["bits_by_param"] = quantize_weights(model, layers, spec.w_bits, spec.per_channel,
+                                                 spec.symmetric)
+        if spec.active(spec.b_bits):
+            assert spec.b_bits is not None
+            info["bits_by_param"].update(quantize_biases(model, layers, spec.b_bits))
+    if report is None or traced is None:
+        return model, info
+    assert spec.a_bits is not None
+    info.update(quantize_inputs(model, layers, spec.a_bits, report, spec.act_k))
+    if spec.act_scope == "reference":
+        info["act_float"].update(_quantize_image(model, traced, layers, spec, info))
+        model = quantize_graph_inputs(model, traced, report, spec.a_bits, spec.act_k, info)
+    return model, info
+
+
+def quantize_biases(model: nn.Module, layers: Iterable[str], bits: int) -> dict[str, int]:
+    """Per-tensor min/max quantization of the named layers' biases in place."""
+    done: dict[str, int] = {}
+    for name in layers:
+        bias = getattr(get_module(model, name), "bias", None)
+        if bias is None:
+            continue
+        with torch.no_grad():
+            bias.copy_(quantize_tensor(bias, bits, per_channel=False, symmetric=False))
+        done[f"{name}.bias" if name else "bias"] = bits
+    return done
+
+
+def _quantize_image(model: nn.Module, traced: ModelGraph, layers: list[str], spec: QuantSpec,
+                    info: dict[str, Any]) -> dict[str, str]:
+    """Quantize the network input where the selected layers read it: the layers' input
+    quantizers on ``spec.input_range`` (the same grid for every such layer)."""
+    left: dict[str, str] = {}
+    for name in layers:
+        if name not in info["act_float"] or not traced.input_reaches(name):
+            continue
+        if spec.input_range is None:
+            left[name] = ("the network input's range is unknown (no normalization given with "
+                          "the job): left in float")
+            continue
+        lo, hi = spec.input_range
+        assert spec.a_bits is not None
+        quant = FakeQuantAct(lo, hi, spec.a_bits)
+        attach_input_quant(get_module(model, name), quant)
+        info["act_ranges"][name] = [float(quant.lo), float(quant.hi)]
+        info["act_float"].pop(name)
+    return left
+
+
+#: container of the quantizers inserted into a traced graph (one per tensor input of an add/cat)
+GRAPH_QUANT = "act_quant"
+
+
+def quantize_graph_inputs(model: nn.Module, traced: ModelGraph, report: StatsReport, bits: int,
+                          act_k: float, info: dict[str, Any]) -> nn.Module:
+    """Insert a ``bits``-bit quantizer before every tensor input of every residual add and
+    concatenation whose statistics are known (the skip path among them); record the ranges in
+    ``info["act_ranges"]`` (key ``<node>:<i>``) and the unknown ones in ``info["act_float"]``.
+
+    Returns ``model`` itself when nothing was inserted, else an ``fx.GraphModule`` over the
+    graph of ``traced`` holding the same modules (hooks included) and a ``act_quant``
+    ModuleDict of the new quantizers.
+    """
+    if traced.graph is None:
+        return model
+    graph = traced.graph
+    quants = nn.ModuleDict()
+    for node in list(graph.nodes):
+        kind = traced.kind(node)
+        if kind is Op.ADD:
+            inputs = [a for a in node.args[:2] if isinstance(a, fx.Node)]
+            if len(inputs) < 2:
+                continue  # a shift by a constant, not a join of two branches
+        elif kind is Op.CAT:
+            parts = node.args[0] if node.args else []
+            inputs = [p for p in parts if isinstance(p, fx.Node)]
+        else:
+            continue
+        for i, arg in enumerate(inputs):
+            key = f"{node.name}:{i}"
+            stats = report.nodes.get(arg.name)
+            if stats is None:
+                info["act_float"][key] = (f"'{traced.describe(arg)}' feeding {node.name}: "
+                                          "no BatchNorm determines it")
+                continue
+            quant = FakeQuantAct.from_stats(stats, bits, act_k)
+            qname = f"{node.name}_{i}"
+            quants[qname] = quant
+            with graph.inserting_before(node):
+                qnode = graph.create_node("call_module", f"{GRAPH_QUANT}.{qname}", (arg,))
+            node.replace_input_with(arg, qnode)
+            info["act_ranges"][key] = [float(quant.lo), float(quant.hi)]
+    if not len(quants):
+        return model
+    model.add_module(GRAPH_QUANT, quants)
+    rewritten = fx.GraphModule(model, graph)
+    rewritten.train(model.training)
+    return rewritten
 
 
 def quantize_inputs(model: nn.Module, layers: Iterable[str], bits: int, report: StatsReport,
@@ -485,3 +652,29 @@ def bits_for(name: str, bits_by_param: dict[str, int] | None, default: int) -> i
         if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(name, pattern):
             return int(bits)
     return default
+
+
+def input_range_of(task: Any) -> tuple[float, float] | None:
+    """The range of an image task's network inputs, from its test transform's ``Normalize``:
+    pixels in [0, 1] become ``[(0 - mean) / std, (1 - mean) / std]``, taken over all channels
+    (ImageNet's statistics give [-2.118, 2.640], the constants jakc4103/DFQ quantizes its input
+    on). None for other tasks or when no Normalize is found: the input's range is then unknown,
+    and quantizers say so."""
+    from riembench.data.images import ImageTask
+
+    if not isinstance(task, ImageTask):
+        return None
+    dataset = task.test
+    while isinstance(dataset, torch.utils.data.Subset):
+        dataset = dataset.dataset
+    stack = [getattr(dataset, "transform", None)]
+    while stack:
+        t = stack.pop()
+        if t is None:
+            continue
+        if type(t).__name__ == "Normalize" and hasattr(t, "mean") and hasattr(t, "std"):
+            mean = torch.as_tensor(t.mean, dtype=torch.float64).flatten()
+            std = torch.as_tensor(t.std, dtype=torch.float64).flatten()
+            return float(((0 - mean) / std).min()), float(((1 - mean) / std).max())
+        stack.extend(reversed(list(getattr(t, "transforms", []))))
+    return None

@@ -54,6 +54,7 @@ from riembench.methods.base import (
     SizeTarget,
 )
 from riembench.network import select_layers
+from riembench.quantize import input_range_of
 from riembench.size import SIZES, describe, matrix_budget, network_target
 from riembench.store import RunRecord, RunStore, run_key
 from riembench.tracking import CellTracker, cell_tracker
@@ -284,7 +285,7 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
             target = network_target(size_cfg, model, layers)
         dev = _dev_guide(protocol, task, loaded.model, ctx.device, bs, workers, references)
         outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example,
-                                          dev=dev))
+                                          dev=dev, input_range=input_range_of(task)))
     except ImpossibleBudget as exc:
         log.error("%s", exc)
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]
@@ -414,18 +415,18 @@ def network_cost(model: nn.Module, layers: list[str]) -> dict[str, Any]:
 
 def model_size_and_flops(model: nn.Module, example: torch.Tensor,
                          info: dict[str, Any]) -> dict[str, Any]:
-    """The stored size at the method's bit-widths, the saved file and fvcore's FLOPs/BOPs of a
+    """The stored size at the method's bit-widths, the saved file and the FLOPs/BOPs of a
     compressed model (riembench.cost), under names that do not clash with the layer counts.
 
-    A model fvcore cannot trace (some detection heads) still gets its sizes; the FLOP failure
-    is recorded as ``flops_error`` rather than failing a finished seed.
+    A model that does not run on the example input still gets its sizes; the reason the FLOPs
+    could not be counted is recorded as ``flops_error`` rather than failing a finished seed.
     """
     bits = info.get("bits_by_param")
     try:
         full = model_cost(model, example, bits)
-    except Exception as exc:  # noqa: BLE001  (fvcore/jit raise many types)
+    except RiembenchError as exc:  # raised by cost.count_flops only
         full = model_cost(model, example, bits, flops=False)
-        full["flops_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        full["flops_error"] = str(exc)
     full["total_params"] = full.pop("params")
     return full
 

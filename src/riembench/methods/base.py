@@ -140,6 +140,8 @@ class NetworkJob:
     example_input: torch.Tensor
     #: the dev_guided protocol's evaluator (None: strict, the fit sees the weights only)
     dev: DevGuide | None = None
+    #: range of the network input after normalization (quantize.input_range_of); None: unknown
+    input_range: tuple[float, float] | None = None
 
 
 @dataclass

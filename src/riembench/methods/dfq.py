@@ -6,8 +6,12 @@ Steps, in the paper's order, each on a deep copy of the pretrained model:
    (``W <- W gamma / sqrt(var + eps)``, ``b <- (b - mean) gamma / sqrt(var + eps) + beta``); the
    BN's ``(beta, |gamma|)`` are kept as the statistics of the layer's output, which later steps
    need (they are the only data-free knowledge of activations).
+0. **ReLU6** (``relu6="replace"``): every ReLU6 becomes a ReLU, as the paper and jakc4103/DFQ
+   do for MobileNetV2; ReLU6 does not commute with a channel scale, ReLU does.
 2. **Cross-layer equalization** (``equalize``): for consecutive layers joined only by ops that
-   commute with a positive per-channel scale (ReLU, identity, dropout, pooling), channel ``i`` of
+   commute with a positive per-channel scale (ReLU, identity, dropout, pooling, flatten after a
+   global pool; :data:`riembench.graph.HOMOGENEOUS`), grouped and depthwise convs included on
+   either side (MobileNetV2's expand -> depthwise -> project: 37 pairs), channel ``i`` of
    the first layer is divided by ``s_i = sqrt(r1_i r2_i) / r2_i`` and the matching input channel
    of the second multiplied by it, where ``r1_i`` is the range of output channel ``i`` of the
    first weight and ``r2_i`` that of input channel ``i`` of the second. Afterwards both ranges
@@ -23,7 +27,9 @@ Steps, in the paper's order, each on a deep copy of the pretrained model:
    activation ranges. Exact whenever the pre-activation is >= c (the 3-sigma assumption) and
    the second layer does not zero-pad; see ``absorb_padded``.
 4. **Quantization**: weights per-tensor asymmetric min/max at ``w_bits`` (``quantize.py``);
-   layer inputs at ``a_bits`` on ranges ``mean +- act_k * std`` from the BN statistics.
+   activations at ``a_bits`` on ranges ``mean +- act_k * std`` from the BN statistics: layer
+   inputs, and under ``act_scope="reference"`` also the image and both inputs of every residual
+   add, as jakc4103/DFQ; biases per tensor at ``b_bits`` after step 5.
 5. **Analytic bias correction** (``bias_correct``): quantization error ``eps = W_q - W`` shifts
    a layer's expected output by ``eps E[x]``; ``E[x]`` is the clipped-normal mean of the input
    implied by the BN statistics (propagated through ReLU, residual adds, pooling; see
@@ -37,20 +43,27 @@ from __future__ import annotations
 
 import copy
 import math
-import operator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import fx, nn
-from torch.nn import functional as F
 
 from riembench.errors import RiembenchError
+from riembench.graph import HOMOGENEOUS, LAYERS, ModelGraph, Op
 from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
-from riembench.network import COMPRESSIBLE, get_module, set_module
-from riembench.quantize import ActStats, input_stats, quantize_model
+from riembench.network import get_module, set_module
+from riembench.quantize import (
+    ACT_SCOPES,
+    ActStats,
+    QuantSpec,
+    input_stats,
+    quantize_biases,
+    quantize_model,
+)
 
 RANGES = ("absmax", "minmax")
+RELU6_POLICIES = ("replace", "keep")
 
 
 @dataclass
@@ -79,8 +92,28 @@ class DfqConfig(MethodConfig):
     #: the paper's quantizer is per-tensor asymmetric; these allow ablations
     per_channel: bool = False
     symmetric: bool = False
+    #: where activations are quantized: "reference" (the image, layer inputs, both inputs of
+    #: every residual add / concatenation, as jakc4103/DFQ) or "layers" (layer inputs only: the
+    #: image and the adds stay in float, this project's behaviour before)
+    act_scope: str = "reference"
+    #: bias bits, per-tensor min/max after bias correction (jakc4103/DFQ's "Int8**" rows use 16,
+    #: "Int8*" 8); null keeps float biases
+    b_bits: int | None = 16
+    #: ReLU6 is not positively homogeneous, so equalization through it changes the function.
+    #: "replace": ReLU6 -> ReLU before everything, as the DFQ paper and jakc4103/DFQ do for
+    #: MobileNetV2 (the float model changes where an activation exceeds 6); "keep": ReLU6 stays
+    #: and no pair is equalized through it (function-preserving, fewer pairs)
+    relu6: str = "replace"
 
     def __post_init__(self) -> None:
+        if self.act_scope not in ACT_SCOPES:
+            raise RiembenchError(f"dfq act_scope must be one of {', '.join(ACT_SCOPES)}, "
+                                 f"got '{self.act_scope}'")
+        if self.relu6 not in RELU6_POLICIES:
+            raise RiembenchError(f"dfq relu6 must be one of {', '.join(RELU6_POLICIES)}, "
+                                 f"got '{self.relu6}'")
+        if self.b_bits is not None and not 2 <= self.b_bits <= 32:
+            raise RiembenchError(f"dfq b_bits must be in 2..32 or null, got {self.b_bits}")
         if self.eq_range not in RANGES:
             raise RiembenchError(f"dfq eq_range must be one of {', '.join(RANGES)}, "
                                  f"got '{self.eq_range}'")
@@ -102,34 +135,36 @@ def fold_batchnorm(model: nn.Module) -> dict[str, ActStats]:
     (``track_running_stats=False``) normalizes with batch statistics even in eval mode and
     cannot be folded; a model that torch.fx cannot trace is left unchanged.
     """
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001  (nothing to fold if we cannot see the graph)
-        return {}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    traced = ModelGraph.trace(model)
     stats: dict[str, ActStats] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or not isinstance(modules[str(node.target)], COMPRESSIBLE):
+    for node in traced.nodes():
+        if traced.kind(node) not in LAYERS:
             continue
         users = list(node.users)
-        if len(users) != 1 or users[0].op != "call_module":
+        if len(users) != 1 or traced.kind(users[0]) is not Op.BATCHNORM:
             continue
         bn_name, layer_name = str(users[0].target), str(node.target)
-        bn = modules[bn_name]
-        if not isinstance(bn, nn.modules.batchnorm._BatchNorm) or bn.running_mean is None:
+        bn = traced.modules[bn_name]
+        if bn.running_mean is None:
             continue
-        if calls[bn_name] != 1 or calls[layer_name] != 1:
+        if traced.calls[bn_name] != 1 or traced.calls[layer_name] != 1:
             continue
-        _fold_one(modules[layer_name], bn)
+        _fold_one(traced.modules[layer_name], bn)
         gamma = bn.weight.detach() if bn.affine else torch.ones(bn.num_features)
         beta = bn.bias.detach() if bn.affine else torch.zeros(bn.num_features)
         stats[layer_name] = ActStats.gaussian(beta, gamma)
         set_module(model, bn_name, nn.Identity())
     return stats
+
+
+def replace_relu6(model: nn.Module) -> list[str]:
+    """Replace every ``nn.ReLU6`` module by ``nn.ReLU`` in place (the DFQ paper's and
+    jakc4103/DFQ's treatment of MobileNetV2: ReLU6 does not commute with a channel scale).
+    Returns the replaced module names."""
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU6)]
+    for name in names:
+        set_module(model, name, nn.ReLU(inplace=get_module(model, name).inplace))
+    return names
 
 
 @torch.no_grad()
@@ -167,43 +202,38 @@ class Pair:
     through: list[str] = field(default_factory=list)
 
 
-#: per-channel ops that commute with a positive scale s: f(s x) = s f(x)
-_HOMOGENEOUS_MODULES = (nn.Identity, nn.Dropout, nn.ReLU, nn.LeakyReLU, nn.MaxPool2d,
-                        nn.AvgPool2d)
-_RELU_FNS = {torch.relu, F.relu}
-_ADD_FNS = {operator.add, operator.iadd, torch.add}
-
-
-def find_pairs(model: nn.Module, names: list[str]) -> tuple[list[Pair], dict[str, str]]:
+def find_pairs(model: nn.Module, names: list[str],
+               traced: ModelGraph | None = None) -> tuple[list[Pair], dict[str, str]]:
     """Equalization pairs among the selected layers, and why each other selected layer starts
     none (``{layer: reason}``). Call after :func:`fold_batchnorm`: an unfolded BN in between
-    does not commute with a rescaling of only one side."""
+    does not commute with a rescaling of only one side.
+
+    A pair is a layer whose output reaches exactly one next selected layer through
+    single-consumer positively homogeneous ops (:data:`riembench.graph.HOMOGENEOUS`), with
+    output channel ``i`` of the first read as input channel ``i`` of the second: grouped and
+    depthwise convs take part on either side (MobileNetV2's expand -> depthwise -> project).
+    """
     selected = set(names)
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001
-        reason = f"torch.fx cannot trace the model: {str(exc).splitlines()[0][:100]}"
-        return [], {n: reason for n in names}
-    modules = dict(model.named_modules())
+    traced = traced or ModelGraph.trace(model)
+    if not traced.traced:
+        return [], traced.reason_not_traced(names)
     pairs: list[Pair] = []
     skipped: dict[str, str] = {}
-    for node in graph.nodes:
-        if node.op != "call_module" or str(node.target) not in selected:
+    for name, node in traced.layer_nodes().items():
+        if name not in selected:
             continue
-        name = str(node.target)
-        first = modules[name]
-        if getattr(first, "groups", 1) != 1:
-            skipped[name] = "grouped conv: its channels are not the next layer's plain inputs"
+        if traced.calls[name] != 1:
+            skipped[name] = "module is called more than once"
             continue
-        pair, reason = _follow(node, modules, selected)
+        pair, reason = _follow(traced, node, selected)
         if pair is None:
             skipped[name] = reason
             continue
-        second = modules[pair.second]
+        first, second = traced.modules[name], traced.modules[pair.second]
         n_out = first.weight.shape[0]
         n_in = second.in_features if isinstance(second, nn.Linear) else second.in_channels
-        if getattr(second, "groups", 1) != 1:
-            skipped[name] = f"next layer '{pair.second}' is a grouped conv"
+        if traced.calls[pair.second] != 1:
+            skipped[name] = f"next layer '{pair.second}' is called more than once"
         elif n_in != n_out:
             skipped[name] = f"'{pair.second}' reads {n_in} channels, '{name}' writes {n_out}"
         elif isinstance(first, nn.Linear) and isinstance(second, nn.Conv2d):
@@ -213,78 +243,74 @@ def find_pairs(model: nn.Module, names: list[str]) -> tuple[list[Pair], dict[str
     return pairs, skipped
 
 
-def _follow(node: fx.Node, modules: dict[str, nn.Module],
-            selected: set[str]) -> tuple[Pair | None, str]:
+def _follow(traced: ModelGraph, node: fx.Node, selected: set[str]) -> tuple[Pair | None, str]:
     """Walk from a layer's output through homogeneous single-consumer ops to the next layer."""
     cur, relu, through = node, False, []
     while True:
         users = list(cur.users)
         if len(users) != 1:
-            where = "output" if cur is node else f"'{cur.target}' after it"
+            where = "output" if cur is node else f"'{traced.describe(cur)}' after it"
             return None, (f"{where} feeds {len(users)} consumers "
-                          f"({', '.join(_describe(u) for u in users)})" if users else "unused")
+                          f"({', '.join(traced.describe(u) for u in users)})" if users else "unused")
         user = users[0]
-        if user.op == "call_module":
+        kind = traced.kind(user)
+        if kind in LAYERS:
             target = str(user.target)
-            mod = modules[target]
-            if isinstance(mod, COMPRESSIBLE):
-                if target not in selected:
-                    return None, f"next layer '{target}' is not selected"
-                return Pair(str(node.target), target, relu, through), ""
-            if isinstance(mod, _HOMOGENEOUS_MODULES):
-                relu = relu or isinstance(mod, nn.ReLU)
-                through.append(target)
-                cur = user
-                continue
-            if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                return None, f"unfolded BatchNorm '{target}' follows"
-            return None, (f"output goes through {type(mod).__name__} '{target}', which does "
-                          "not commute with a per-channel scale")
-        if user.op == "call_function" and user.target in _RELU_FNS:
-            relu, cur = True, user
-            through.append("relu")
+            if target not in selected:
+                return None, f"next layer '{target}' is not selected"
+            return Pair(str(node.target), target, relu, through), ""
+        if kind in HOMOGENEOUS:
+            relu = relu or kind is Op.RELU
+            through.append(traced.describe(user))
+            cur = user
             continue
-        if user.op == "call_method" and user.target in ("relu", "relu_"):
-            relu, cur = True, user
-            through.append("relu")
-            continue
-        if user.op == "call_function" and user.target in _ADD_FNS:
+        if kind is Op.BATCHNORM:
+            return None, f"unfolded BatchNorm '{user.target}' follows"
+        if kind is Op.RELU6:
+            return None, ("output goes through ReLU6, which does not commute with a per-channel "
+                          "scale (dfq relu6=replace makes it a ReLU)")
+        if kind is Op.ADD:
             return None, ("output feeds a residual add: scaling it would need the same "
                           "scaling of the other branch")
-        if user.op == "call_function" and user.target is torch.cat:
+        if kind is Op.CAT:
             return None, "output is concatenated with other tensors"
-        if user.op == "output":
+        if kind is Op.OUTPUT:
             return None, "output is the network's output"
-        return None, (f"output goes through '{_describe(user)}' "
-                      "(not a per-channel positive-homogeneous op)")
+        return None, (f"output goes through '{traced.describe(user)}' ({kind.value}: not a "
+                      "per-channel positive-homogeneous op)")
 
 
-def _describe(node: fx.Node) -> str:
-    """A node's target as a reader knows it: a module name, or a function's name."""
-    if node.op == "call_module":
-        return str(node.target)
-    return str(getattr(node.target, "__name__", node.target))
+def _by_input_channel(w: torch.Tensor, groups: int) -> torch.Tensor:
+    """A (grouped) weight (out, in/groups, ...) as rows per *input* channel: row ``c`` holds
+    every weight that reads input channel ``c`` (channel ``g * in_g + j`` of group ``g``)."""
+    out, in_g = w.shape[0], w.shape[1]
+    grouped = w.detach().double().reshape(groups, out // groups, in_g, -1)
+    return grouped.permute(0, 2, 1, 3).reshape(groups * in_g, -1)
+
+
+def _groups(layer: nn.Module) -> int:
+    return int(getattr(layer, "groups", 1))
+
+
+def _range(flat: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "absmax":
+        return flat.abs().amax(dim=1)
+    return flat.amax(dim=1) - flat.amin(dim=1)
 
 
 def _out_ranges(w: torch.Tensor, kind: str) -> torch.Tensor:
-    flat = w.detach().double().reshape(w.shape[0], -1)
-    if kind == "absmax":
-        return flat.abs().amax(dim=1)
-    return flat.amax(dim=1) - flat.amin(dim=1)
+    return _range(w.detach().double().reshape(w.shape[0], -1), kind)
 
 
-def _in_ranges(w: torch.Tensor, kind: str) -> torch.Tensor:
-    flat = w.detach().double().transpose(0, 1).reshape(w.shape[1], -1)
-    if kind == "absmax":
-        return flat.abs().amax(dim=1)
-    return flat.amax(dim=1) - flat.amin(dim=1)
+def _in_ranges(layer: nn.Module, kind: str) -> torch.Tensor:
+    return _range(_by_input_channel(layer.weight, _groups(layer)), kind)
 
 
 def pair_ranges(model: nn.Module, pair: Pair,
                 kind: str = "absmax") -> tuple[torch.Tensor, torch.Tensor]:
     """(r1, r2): per-channel ranges of the first layer's outputs and the second's inputs."""
     return (_out_ranges(get_module(model, pair.first).weight, kind),
-            _in_ranges(get_module(model, pair.second).weight, kind))
+            _in_ranges(get_module(model, pair.second), kind))
 
 
 @torch.no_grad()
@@ -315,12 +341,12 @@ def _scale_channels(model: nn.Module, pair: Pair, s: torch.Tensor,
     if first.bias is not None:
         first.bias.copy_((first.bias.double() / s).to(first.bias.dtype))
     w2 = second.weight
-    shape = [1] * w2.dim()
-    shape[1] = -1
-    w2.copy_((w2.double() * s.reshape(shape)).to(w2.dtype))
+    groups = _groups(second)
+    grouped = w2.double().reshape(groups, w2.shape[0] // groups, w2.shape[1], -1)
+    grouped = grouped * s.reshape(groups, 1, w2.shape[1], 1)
+    w2.copy_(grouped.reshape(w2.shape).to(w2.dtype))
     if pair.first in stats:
-        st = stats[pair.first]
-        stats[pair.first] = ActStats(st.mu / s, st.sigma / s, st.relu)
+        stats[pair.first] = stats[pair.first].scaled(s)
 
 
 # --------------------------------------------------------------------------------------------
@@ -360,17 +386,28 @@ def absorb_high_bias(model: nn.Module, pairs: list[Pair], stats: dict[str, ActSt
         first = get_module(model, pair.first)
         b1 = _ensure_bias(first)
         b1.copy_((b1.double() - c).to(b1.dtype))
-        w2 = second.weight.double()
-        shift = w2.reshape(w2.shape[0], w2.shape[1], -1).sum(dim=2) @ c
+        shift = _weight_times_input(second, c)
         b2 = _ensure_bias(second)
         b2.copy_((b2.double() + shift).to(b2.dtype))
-        stats[pair.first] = ActStats(st.mu - c, st.sigma, st.relu)
+        stats[pair.first] = st.shifted(c)
         absorbed[pair.first] = float(c.max())
     return {"absorbed": absorbed, "absorb_skipped": skipped}
 
 
 # --------------------------------------------------------------------------------------------
 # 5. analytic bias correction
+
+
+def _weight_times_input(layer: nn.Module, x: torch.Tensor,
+                        weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``W x`` for a per-input-channel constant ``x`` (a conv's kernel summed; grouped convs
+    read their own group's channels): the output shift that a constant input shift causes."""
+    w = (layer.weight if weight is None else weight).detach().double()
+    groups = _groups(layer)
+    out, in_g = w.shape[0], w.shape[1]
+    per_in = w.reshape(groups, out // groups, in_g, -1).sum(dim=3)  # (g, out/g, in/g)
+    shift = torch.einsum("goi,gi->go", per_in, x.double().reshape(groups, in_g))
+    return shift.reshape(out)
 
 
 @torch.no_grad()
@@ -380,13 +417,7 @@ def correct_bias(layer: nn.Module, float_weight: torch.Tensor, input_mean: torch
     ``input_mean``: E[x] per input channel (in_channels of a conv). For a conv the shift uses
     the kernel's sum, i.e. it is exact away from zero-padded borders. Returns max |shift|.
     """
-    eps = (layer.weight.double() - float_weight.double())
-    groups = getattr(layer, "groups", 1)
-    out, in_g = eps.shape[0], eps.shape[1]
-    per_in = eps.reshape(out, in_g, -1).sum(dim=2)  # (out, in/groups)
-    mean = input_mean.double().reshape(groups, in_g)
-    shift = torch.einsum("goi,gi->go", per_in.reshape(groups, out // groups, in_g), mean)
-    shift = shift.reshape(out)
+    shift = _weight_times_input(layer, input_mean, layer.weight.double() - float_weight.double())
     bias = _ensure_bias(layer)
     bias.copy_((bias.double() - shift).to(bias.dtype))
     return float(shift.abs().max()) if shift.numel() else 0.0
@@ -396,11 +427,20 @@ def correct_bias(layer: nn.Module, float_weight: torch.Tensor, input_mean: torch
 # the method
 
 
-def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig,
-                  w_bits: int | None) -> dict[str, Any]:
-    """Apply the whole DFQ pipeline to ``model`` in place; returns what was done."""
+def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig, w_bits: int | None,
+                  input_range: tuple[float, float] | None = None
+                  ) -> tuple[nn.Module, dict[str, Any]]:
+    """Apply the whole DFQ pipeline to ``model`` (modified in place; the returned model is it,
+    or a graph module over it when add inputs are quantized); returns it and what was done.
+
+    ``input_range``: the network input's range (the normalized image), quantized at ``a_bits``
+    under ``act_scope="reference"``; None leaves it in float with the reason recorded.
+    """
+    info: dict[str, Any] = {}
+    if cfg.relu6 == "replace":
+        info["relu6_replaced"] = replace_relu6(model)
     stats = fold_batchnorm(model)
-    info: dict[str, Any] = {"folded_bn": sorted(stats)}
+    info["folded_bn"] = sorted(stats)
     pairs, skipped = find_pairs(model, layers)
     info["eq_pairs"] = [[p.first, p.second] for p in pairs]
     info["eq_skipped"] = skipped
@@ -411,10 +451,12 @@ def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig,
         info.update(absorb_high_bias(model, pairs, stats, cfg.absorb_sigmas, cfg.absorb_padded))
     float_weights = {n: get_module(model, n).weight.detach().clone() for n in layers}
     means = input_stats(model, stats) if cfg.bias_correct else None
-    qinfo = quantize_model(model, w_bits, cfg.a_bits, cfg.per_channel, cfg.symmetric, layers,
-                           act_k=cfg.act_k, output_stats=stats)
+    spec = QuantSpec(w_bits, cfg.a_bits, cfg.per_channel, cfg.symmetric, None, cfg.act_k,
+                     cfg.act_scope, input_range)
+    model, qinfo = quantize_model(model, spec, layers, output_stats=stats)
     info.update(qinfo)
-    if means is not None and w_bits is not None and w_bits < 32:
+    quantized = QuantSpec.active(w_bits)
+    if means is not None and quantized:
         corrected: dict[str, float] = {}
         for name in layers:
             st = means.inputs.get(name)
@@ -424,7 +466,10 @@ def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig,
         info["bias_corrected"] = corrected
         info["bias_uncorrected"] = {n: means.missing.get(n, "?") for n in layers
                                     if n not in corrected}
-    return info
+    info["b_bits"] = cfg.b_bits if quantized and QuantSpec.active(cfg.b_bits) else None
+    if info["b_bits"] is not None:  # after the correction, which changes the biases
+        info["bits_by_param"].update(quantize_biases(model, layers, info["b_bits"]))
+    return model, info
 
 
 @METHODS.register("dfq", DfqConfig)
@@ -439,5 +484,5 @@ class DfqMethod(NetworkMethod):
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         model = copy.deepcopy(job.model).eval()
         w_bits = self.cfg.w_bits  # null: float weights (the size setting never applies)
-        info = dfq_transform(model, list(job.layers), self.cfg, w_bits)
+        model, info = dfq_transform(model, list(job.layers), self.cfg, w_bits, job.input_range)
         return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]

@@ -30,16 +30,13 @@ import torch
 from torch import fx, nn
 
 from riembench.errors import RiembenchError
+from riembench.graph import HOMOGENEOUS, LAYERS, PER_CHANNEL, ModelGraph, Op
 from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
-from riembench.network import COMPRESSIBLE, get_module, set_module
+from riembench.network import get_module, set_module
 
 MODES = ("unstructured", "structured")
 SCOPES = ("layer", "global")
 CRITERIA = ("l1", "l2")
-
-#: ops between a pruned layer and the next that act per channel (a BN is pruned along)
-_PER_CHANNEL = (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.Identity,
-                nn.Dropout, nn.MaxPool2d, nn.AvgPool2d)
 
 
 @dataclass
@@ -78,29 +75,24 @@ class ChannelGroup:
     producer: str
     consumer: str
     norms: list[str] = field(default_factory=list)
+    #: every op on the way besides the BNs commutes with a positive channel scale (ReLU,
+    #: pooling, dropout), so Neuron Merging's compensation is exact; not through ReLU6/hardswish
+    homogeneous: bool = True
 
 
 def prunable_groups(model: nn.Module,
                     layers: list[str]) -> tuple[list[ChannelGroup], dict[str, str]]:
     """Which of ``layers`` can lose output channels, and why the others cannot."""
-    try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception as exc:  # noqa: BLE001
-        reason = f"torch.fx cannot trace the model: {str(exc).splitlines()[0][:100]}"
-        return [], {n: reason for n in layers}
-    modules = dict(model.named_modules())
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    traced = ModelGraph.trace(model)
+    if not traced.traced:
+        return [], traced.reason_not_traced(layers)
     wanted = set(layers)
     groups: list[ChannelGroup] = []
     skipped: dict[str, str] = {}
-    for node in graph.nodes:
-        name = str(node.target)
-        if node.op != "call_module" or name not in wanted:
+    for name, node in traced.layer_nodes().items():
+        if name not in wanted:
             continue
-        group, reason = _follow_channels(node, modules, calls)
+        group, reason = _follow_channels(traced, node)
         if group is None:
             skipped[name] = reason
         else:
@@ -108,14 +100,14 @@ def prunable_groups(model: nn.Module,
     return groups, skipped
 
 
-def _follow_channels(node: fx.Node, modules: dict[str, nn.Module],
-                     calls: dict[str, int]) -> tuple[ChannelGroup | None, str]:
-    producer = modules[str(node.target)]
-    if getattr(producer, "groups", 1) != 1:
+def _follow_channels(traced: ModelGraph, node: fx.Node) -> tuple[ChannelGroup | None, str]:
+    name = str(node.target)
+    if traced.is_grouped(node):
         return None, "grouped conv"
-    if calls[str(node.target)] != 1:
+    if traced.calls[name] != 1:
         return None, "module is called more than once"
     norms: list[str] = []
+    homogeneous = True
     cur = node
     while True:
         users = list(cur.users)
@@ -123,31 +115,29 @@ def _follow_channels(node: fx.Node, modules: dict[str, nn.Module],
             return None, (f"output feeds {len(users)} consumers: channels are shared with another "
                           "branch (residual add or concatenation)" if users else "unused")
         user = users[0]
-        if user.op == "call_module":
-            target = str(user.target)
-            mod = modules[target]
-            sliced = isinstance(mod, (*COMPRESSIBLE, nn.modules.batchnorm._BatchNorm))
-            if sliced and calls[target] != 1:  # a stateless op (a shared ReLU) may be reused
-                return None, f"'{target}' is called more than once"
-            if isinstance(mod, COMPRESSIBLE):
-                if getattr(mod, "groups", 1) != 1:
-                    return None, f"next layer '{target}' is a grouped conv"
-                if isinstance(producer, nn.Conv2d) != isinstance(mod, nn.Conv2d):
-                    return None, f"next layer '{target}' reads a reshaped output"
-                return ChannelGroup(str(node.target), target, norms), ""
-            if isinstance(mod, _PER_CHANNEL):
-                if isinstance(mod, nn.modules.batchnorm._BatchNorm):
-                    norms.append(target)
-                cur = user
-                continue
-            return None, f"output goes through {type(mod).__name__} '{target}'"
-        if user.op == "call_function" and getattr(user.target, "__name__", "") == "relu":
+        kind = traced.kind(user)
+        target = str(user.target)
+        # a stateless op (a shared ReLU) may be reused, a layer or BN may not
+        if (kind in LAYERS or kind is Op.BATCHNORM) and traced.calls[target] != 1:
+            return None, f"'{target}' is called more than once"
+        if kind in LAYERS:
+            if traced.is_grouped(user):
+                return None, f"next layer '{target}' is a grouped conv"
+            if (kind is Op.CONV) != (traced.kind(node) is Op.CONV):
+                return None, f"next layer '{target}' reads a reshaped output"
+            return ChannelGroup(name, target, norms, homogeneous), ""
+        if kind in PER_CHANNEL:
+            if kind is Op.BATCHNORM:
+                norms.append(target)
+            else:
+                homogeneous = homogeneous and kind in HOMOGENEOUS
             cur = user
             continue
-        if user.op == "output":
+        if kind is Op.OUTPUT:
             return None, "output is the network's output"
-        what = getattr(user.target, "__name__", user.target)
-        return None, f"output goes through '{what}' (residual add, concatenation or reshape)"
+        return None, (f"output goes through '{traced.describe(user)}' ({kind.value}: residual "
+                      "add, concatenation or reshape)" if kind in (Op.ADD, Op.CAT, Op.FLATTEN)
+                      else f"output goes through '{traced.describe(user)}' ({kind.value})")
 
 
 def _channel_scores(weight: torch.Tensor, criterion: str) -> torch.Tensor:
@@ -182,6 +172,7 @@ def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
     groups, skipped = prunable_groups(pruned, list(layers))
     channels: dict[str, list[int]] = {}
     merged: dict[str, int] = {}
+    unmerged: dict[str, str] = {}
     for group in groups:
         producer = get_module(pruned, group.producer)
         total = producer.weight.shape[0]
@@ -189,7 +180,10 @@ def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
         scores = _channel_scores(producer.weight, criterion)
         idx = torch.sort(torch.topk(scores, keep).indices).values
         consumer = get_module(pruned, group.consumer)
-        if merge_threshold is not None:
+        if merge_threshold is not None and not group.homogeneous:
+            unmerged[group.producer] = ("an op on the way does not commute with a channel "
+                                        "scale (ReLU6, hardswish, ...): channels removed unmerged")
+        elif merge_threshold is not None:
             norms = [get_module(pruned, n) for n in group.norms]
             merged[group.producer] = merge_into_kept(producer, norms, consumer, idx,
                                                      merge_threshold)
@@ -201,7 +195,8 @@ def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
     info: dict[str, Any] = {"pruned_channels": channels, "skipped": skipped, "ratio": ratio,
                             "criterion": criterion}
     if merge_threshold is not None:
-        info.update({"merged_channels": merged, "merge_threshold": merge_threshold})
+        info.update({"merged_channels": merged, "merge_threshold": merge_threshold,
+                     "unmerged": unmerged})
     return pruned, info
 
 
