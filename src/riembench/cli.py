@@ -26,6 +26,10 @@ def config_dir() -> str:
 def main(cfg: DictConfig) -> None:
     from riembench.runner import run
 
+    if cfg.get("plan") is not None:  # table=<name>: the table plan's row groups, not one cell
+        from riembench.plan import run_plan
+
+        raise SystemExit(run_plan(cfg))
     try:
         outcome = run(cfg)
     except RiembenchError as exc:

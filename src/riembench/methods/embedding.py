@@ -43,7 +43,7 @@ from riembench.quantize import StatsReport, input_stats, quantize_inputs
 class EmbeddingMethodConfig(MethodConfig):
     fit: FitConfig = field(default_factory=FitConfig)
     #: show a progress bar over fitting steps
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"identity": False})
     #: networks: consecutive Linear layers share neurons (a layer's outputs are the next one's
     #: inputs) where the graph allows, see riembench.network.find_chains
     share: bool = True
