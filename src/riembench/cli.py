@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import hydra
@@ -22,14 +23,21 @@ def config_dir() -> str:
     return os.environ.get("RIEMBENCH_CONF", str(Path(__file__).resolve().parent / "conf"))
 
 
+def main() -> None:
+    """``riembench table=<plan> ...`` runs a whole table (riembench.plan); anything else is one
+    cell or a Hydra sweep."""
+    from riembench.plan import plan_argv
+
+    status = plan_argv(sys.argv[1:])
+    if status is not None:
+        raise SystemExit(status)
+    app()
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def main(cfg: DictConfig) -> None:
+def app(cfg: DictConfig) -> None:
     from riembench.runner import run
 
-    if cfg.get("plan") is not None:  # table=<name>: the table plan's row groups, not one cell
-        from riembench.plan import run_plan
-
-        raise SystemExit(run_plan(cfg))
     try:
         outcome = run(cfg)
     except RiembenchError as exc:

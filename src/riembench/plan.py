@@ -230,6 +230,7 @@ class Cell:
     seeds: list[int]
     keys: dict[int, str]
     version: str
+    store_root: str
 
     def command(self) -> str:
         """The single-cell command that reproduces this cell (all its seeds)."""
@@ -255,7 +256,8 @@ def compose_cells(group_steps: Sequence[Step]) -> list[Cell]:
                                          f"{exc}") from exc
                 cells.append(Cell(step.group, overrides, planned.table, planned.method_cfg.name,
                                   planned.deterministic, planned.requested, planned.seeds,
-                                  planned.keys, config_version(planned.container)))
+                                  planned.keys, config_version(planned.container),
+                                  str(planned.container["store"]["root"])))
     return cells
 
 
@@ -284,12 +286,13 @@ def _store_index(store_root: str | Path, tables: set[str]) -> tuple[set[str], di
     return keys, by_version
 
 
-def dry_run(name: str, user: Sequence[str], store_root: str | Path) -> str:
+def dry_run(name: str, user: Sequence[str]) -> str:
     """The text of a plan's dry run: every command, cell and seed, what the store already has,
     and the time the rest would take where records of the same cell say (else "unknown")."""
     plan = load_plan(name)
     prepare, groups = steps(plan, user)
     cells = compose_cells(groups)
+    store_root = cells[0].store_root
     keys, by_version = _store_index(store_root, {c.table for c in cells})
     lines = [f"table plan {name}: {plan.description}".rstrip(": "),
              f"store: {Path(store_root).resolve()}"]
@@ -350,30 +353,44 @@ def _duration(seconds: float) -> str:
 # running a plan (``riembench table=<name>``)
 
 
-def user_overrides(cfg: DictConfig) -> tuple[str, list[str], bool]:
-    """From a running ``riembench table=...`` app: the plan's name, the command line's other
-    overrides (task and hydra ones), and whether it is a dry run."""
-    from hydra.core.hydra_config import HydraConfig
+def plan_argv(argv: Sequence[str]) -> int | None:
+    """``riembench table=<name> [overrides...]``: run or list that table plan and return the
+    exit status; None when the command line names no plan (an ordinary run or sweep).
 
-    hc = HydraConfig.get()
-    name = str(hc.runtime.choices.get("table"))
-    task = [o for o in hc.overrides.task
-            if _parse(o).key_or_group not in ("table", "dry_run")]
-    hydra = [o for o in hc.overrides.hydra if not o.startswith("hydra.mode=")]
-    return name, [*task, *hydra], bool(cfg.dry_run)
+    Handled before Hydra parses the command line, so sweeps (``method=svd,riem``) narrow the
+    plan instead of making the command a multirun of plans, and ``hydra/launcher=...`` applies
+    to the plan's cells, not to the plan itself.
+    """
+    named = [a for a in argv if a.startswith("table=")]
+    if not named:
+        return None
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    try:
+        if len(named) > 1:
+            raise RiembenchError("give one table=<plan>")
+        flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
+        if flags:
+            raise RiembenchError(f"a table plan takes overrides only, not {' '.join(flags)}")
+        name = named[0].partition("=")[2]
+        user = [a for a in argv if a not in named and a not in ("-m", "--multirun")]
+        dry = [a for a in user if _parse(a).key_or_group == "dry_run"]
+        user = [a for a in user if a not in dry]
+        is_dry = bool(dry) and str(_parse(dry[-1]).value()).lower() == "true"
+        if is_dry:
+            print(dry_run(name, user))
+            return 0
+        return run_plan(name, user)
+    except RiembenchError as exc:
+        print(f"riembench: {exc}", file=sys.stderr)
+        return 2
 
 
-def run_plan(cfg: DictConfig) -> int:
-    """Run (or, with ``dry_run=true``, list) the table plan chosen by ``table=<name>``, then
-    write its report into the plan's ``out`` folder. Returns the exit status."""
-    name, user, dry = user_overrides(cfg)
-    store_root = str(cfg.store.root)
-    if dry:
-        print(dry_run(name, user, store_root))
-        return 0
+def run_plan(name: str, user: Sequence[str]) -> int:
+    """Run every prepare step and row group of table plan ``name`` (each as its own command,
+    stopping at the first that fails), then write its report into the plan's ``out`` folder."""
     plan = load_plan(name)
     prepare, groups = steps(plan, user)
-    compose_cells(groups)  # every cell validates before the first one runs
+    cells = compose_cells(groups)  # every cell validates before the first one runs
     for step in [*prepare, *groups]:
         log.info("%s [%s]: %s", name, step.group, step.command())
         done = subprocess.run(step.argv(), check=False)
@@ -381,18 +398,17 @@ def run_plan(cfg: DictConfig) -> int:
             log.error("%s [%s] failed (exit %d): %s", name, step.group, done.returncode,
                       step.command())
             return done.returncode
-    return report(plan, user, store_root, str(plan.out))
+    return report(plan, cells, str(plan.out))
 
 
-def report(plan: DictConfig, user: Sequence[str], store_root: str, out: str) -> int:
+def report(plan: DictConfig, cells: Sequence[Cell], out: str) -> int:
     from riembench.report import TABLES, NoRecords, write_table
 
     if plan.record_table not in TABLES:
         log.info("%s: no report for table '%s'", plan.name, plan.record_table)
         return 0
     try:
-        paths = write_table(str(plan.record_table), store_root, out,
-                            cells=plan_cells(str(plan.name), user))
+        paths = write_table(str(plan.record_table), cells[0].store_root, out, cells=cells)
     except NoRecords as exc:
         log.error("%s", exc)
         return 1

@@ -196,7 +196,7 @@ def _ours(row: Any, pm: str) -> str:
     text = _num(row.ours_mean)
     if not missing(row.ours_std):
         text += f" {pm} {row.ours_std:.2f}"
-    if too_few_seeds(row.method, row.n_selected, row.n_failed, K):
+    if too_few_seeds(row.deterministic, row.n_selected, row.n_failed, K):
         text += "*"
     return text
 

@@ -111,7 +111,7 @@ def _ours(row, pm: str) -> str:
     text = _pct(row.ours_mean)
     if pd.notna(row.ours_std):
         text += f" {pm} {row.ours_std:.2f}"
-    if too_few_seeds(row.method, row.n_selected, row.n_failed, K):
+    if too_few_seeds(row.deterministic, row.n_selected, row.n_failed, K):
         text += "*"
     return text
 

@@ -190,7 +190,7 @@ def _size(row: Any) -> str:
 def _flag(row: Any) -> str:
     if row.paper_only:
         return " (paper only: needs data)"
-    few = too_few_seeds(row.method, row.n_selected, row.n_failed, K)
+    few = too_few_seeds(row.deterministic, row.n_selected, row.n_failed, K)
     return "*" if few else ""
 
 

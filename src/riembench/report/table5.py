@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from riembench.report.fmt import label, missing
+from riembench.report.fmt import label, missing, too_few_seeds
 from riembench.report.fmt import tex_escape as _tex_escape
 from riembench.report.paper import load_paper_table
 from riembench.report.tables import TableSpec, register
@@ -101,7 +101,7 @@ def _marks(row) -> tuple[str, str]:
     tex, md = "", ""
     if row.n_failed > 0:
         tex, md = tex + r"\dagger", md + "†"
-    if row.n_selected < K:
+    if too_few_seeds(row.deterministic, row.n_selected, 0, K):
         tex, md = tex + "*", md + "*"
     return (f"$^{{{tex}}}$" if tex else ""), md
 
