@@ -150,7 +150,8 @@ def test_cli_all_with_empty_store_fails_clearly(tmp_path, capsys):
 
 def test_cli_module_writes_table_from_env_store(store, tmp_path):
     env = {**os.environ, "RIEMBENCH_STORE": str(store)}
-    res = subprocess.run([sys.executable, "-m", "riembench.report", "all", "--out", str(tmp_path / "t")],
+    res = subprocess.run([sys.executable, "-m", "riembench.report", "all", "--out", str(tmp_path / "t"),
+                          "--all-records"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "table5: wrote" in res.stdout and (tmp_path / "t" / "table5.tex").is_file()

@@ -129,6 +129,9 @@ class PlanConfig:
     #: values the overrides interpolate (``${plan.vars.r9_head_hidden}``), so a variant changes
     #: one value instead of repeating the groups
     vars: dict[str, Any] = field(default_factory=dict)
+    #: cells run in parallel by the default (joblib) launcher; a launcher chosen on the command
+    #: line (``hydra/launcher=slurm_gpu``) brings its own parallelism instead
+    local_jobs: int = 1
     #: where the report of a plan run is written (the committed tables/ only by `make tables`)
     out: str = "${oc.env:RIEMBENCH_TABLES,riembench-tables}"
 

@@ -16,6 +16,7 @@ table needs, which the store already has, and which records belong to it (ad-hoc
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from riembench.errors import RiembenchError
@@ -50,12 +52,17 @@ def plan_names() -> list[str]:
 
 def record_tables() -> list[str]:
     """The store folders the plans write to (each plan names its ``record_table``)."""
+    return list(_record_tables(str(plan_dir())))
+
+
+@functools.cache
+def _record_tables(folder: str) -> tuple[str, ...]:
     names = set()
-    for path in plan_dir().glob("*.yaml"):
-        node = OmegaConf.load(path)
-        if isinstance(node, DictConfig) and node.get("record_table"):
-            names.add(str(node.record_table))
-    return sorted(names)
+    for path in Path(folder).glob("*.yaml"):
+        node = yaml.safe_load(path.read_text()) or {}
+        if isinstance(node, dict) and node.get("record_table"):
+            names.add(str(node["record_table"]))
+    return tuple(sorted(names))
 
 
 @contextlib.contextmanager
@@ -194,6 +201,8 @@ def steps(plan: DictConfig, user: Sequence[str] = ()) -> tuple[list[Step], list[
     (``hydra...`` overrides, e.g. a launcher, go to every multirun unchanged)."""
     hydra = [u for u in user if _parse(u).key_or_group.split("/")[0].split(".")[0] == "hydra"]
     rest = [u for u in user if u not in hydra]
+    if not any(_parse(u).key_or_group == "hydra/launcher" for u in hydra):
+        hydra = [f"hydra.launcher.n_jobs={int(plan.local_jobs)}", *hydra]
     prepare = []
     train_user = [u for u in rest if _parse(u).key_or_group.split(".")[0] in TRAIN_KEYS]
     for name, overrides in plan.prepare.items():

@@ -5,7 +5,8 @@ Reads the run store only (no rerun). A table's cells come from its plan (conf/ta
 or ``--plan``, e.g. table1_mnist) with the same command-line values it was run with (e.g.
 ``dataset.n=40``), so ad-hoc runs never enter a paper table and each row names the command that
 reproduces it. ``all`` renders every registered table that has records and says which had none;
-asking for one table that has no records is an error (exit 1). Output goes to ``--out``
+asking for one table that has no records is an error (exit 1). ``--all-records`` renders every
+record of the table's folder instead (ad-hoc runs included). Output goes to ``--out``
 (default ``./riembench-tables``); only ``make tables`` writes the committed ``tables/``.
 """
 
@@ -41,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plan", default=None,
                     help="the table plan whose cells make up the table (default: the plan named "
                          "like the table; e.g. table1_mnist for table 1 on MNIST)")
+    ap.add_argument("--all-records", action="store_true",
+                    help="every record of the table's store folder, planned or not (a look at "
+                         "ad-hoc runs; not the paper table)")
     ap.add_argument("--store", default=os.environ.get("RIEMBENCH_STORE", "runs"),
                     help="run store root (default: $RIEMBENCH_STORE or ./runs)")
     ap.add_argument("--out", default=None,
@@ -50,10 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = names if args.table == "all" else [args.table]
     if args.plan and args.table == "all":
         ap.error("--plan names the plan of one table, not of all")
+    if args.all_records and (args.plan or args.overrides):
+        ap.error("--all-records takes every record: no --plan or overrides")
     written, empty = [], []
     for name in wanted:
         try:
-            cells = plan_cells(args.plan or name, args.overrides)
+            cells = None if args.all_records else plan_cells(args.plan or name, args.overrides)
             paths = write_table(name, args.store, out, cells=cells)
         except NoRecords as exc:
             empty.append(name)
