@@ -84,7 +84,7 @@ def test_table5_numbers_selection_and_paper_join(store, tmp_path):
     assert list(rows[0]) == ["family", "method", "variant", "n", "ratio", "ours_mean", "ours_std",
                              "n_seeds", "n_selected", "n_failed", "selected_seeds", "params",
                              "budget", "paper", "ours_over_paper", "beats_paper", "record_keys",
-                             "git_revs"]
+                             "git_revs", "deterministic", "command"]
     # row order: family, then the paper's method order (riem) before ours (svd), then n, ratio
     assert [(r["family"], r["method"], r["ratio"]) for r in rows[:4]] == [
         ("lp_field", "riem", "0.1"), ("lp_field", "riem", "0.3"),

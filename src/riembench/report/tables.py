@@ -208,7 +208,8 @@ def append_commands(path: Path, table: pd.DataFrame, cols: list[str]) -> Path:
     the command that reproduces it (the renderers lay out the numbers; this says where they
     come from)."""
     rows = table[table["command"].astype(str) != ""]
-    if rows.empty:
+    text = path.read_text()
+    if rows.empty or all(str(c) in text for c in rows["command"]):  # the renderer shows them
         return path
     shown = [c for c in cols if c in rows and rows[c].astype(str).str.len().gt(0).any()]
     lines = ["", "### Commands", "",
