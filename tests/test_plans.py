@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import riembench.backbones.train  # noqa: F401  (stores the train schema)
+import riembench.backbones.train
 from riembench.cli import config_dir
 from riembench.errors import RiembenchError
 from riembench.plan import (
@@ -155,7 +155,7 @@ def test_key_leaves_out_what_the_schemas_mark_and_keeps_the_rest():
         assert plan_cell(_cfg([*base, extra])).keys[0] == ref, extra
     for extra in ["method.fit.steps=7", "method.fit.lr=0.5", "dataset.n=51", "seed=1"]:
         planned = plan_cell(_cfg([*base, extra]))
-        assert list(planned.keys.values())[0] != ref, extra
+        assert next(iter(planned.keys.values())) != ref, extra
     lenet = ["backbone=lenet5", "dataset=digits", "method=original"]
     assert plan_cell(_cfg([*lenet, "backbone.cache_dir=/tmp/x"])).keys == \
         plan_cell(_cfg(lenet)).keys
@@ -256,3 +256,29 @@ def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path):
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
     assert executor._executor.parameters["gpus_per_node"] == 1
     assert executor._executor.parameters["partition"] == "gpu"
+
+
+def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_aside(tmp_path):
+    from riembench.migrate import migrate
+
+    folder = tmp_path / "runs" / "table5"
+    folder.mkdir(parents=True)
+    config = {"method": {"name": "svd"}, "dataset": {"name": "synthetic", "n": 30},
+              "size": {"name": "ratio", "ratio": 0.1}, "seeds": [0, 1, 2]}
+    legacy = [("aaaa", {**config, "threads": 1}, "2026-01-02"), ("bbbb", config, "2026-01-01")]
+    for key, cfg, when in legacy:  # one result, written twice under the old keys
+        rec = {"table": "table5", "seed": 0, "method": "svd", "config": cfg, "key": key,
+               "status": "ok", "created_at": when, "cell": {"method": "svd"}}
+        (folder / f"{key}.json").write_text(json.dumps(rec))
+    dry = migrate(tmp_path / "runs")
+    assert len(dry.rekeyed) == 1 and len(dry.superseded) == 1
+    assert sorted(p.name for p in folder.iterdir()) == ["aaaa.json", "bbbb.json"]  # untouched
+    done = migrate(tmp_path / "runs", apply=True)
+    assert done.superseded == [str(folder / "bbbb.json")]  # the older one
+    (kept,) = list(folder.glob("*.json"))
+    rec = json.loads(kept.read_text())
+    assert rec["key"] == kept.stem == run_key(config, 0)
+    assert rec["deterministic"] is True and rec["seeds_requested"] == [0, 1, 2]
+    assert rec["migrated"]["from_key"] == "aaaa" and rec["created_at"] == "2026-01-02"
+    assert (tmp_path / "runs" / ".superseded" / "table5" / "bbbb.json").is_file()
+    assert migrate(tmp_path / "runs").unchanged == 1

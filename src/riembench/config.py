@@ -22,7 +22,6 @@ from riembench.errors import RiembenchError
 from riembench.registry import Registry
 from riembench.size import SIZES  # noqa: F401  (re-exported: the size axis registry)
 
-
 #: field metadata for a setting that never changes a run's result (paths, logging, parallelism,
 #: device choice): :func:`identity_view` leaves it out of the run's key, so changing it reuses
 #: the records. Every other field counts. Use as ``field(default=..., metadata=NOT_IDENTITY)``.
