@@ -235,11 +235,12 @@ def test_single_cells_and_the_table_share_records_dry_run_and_report(tmp_path):
     assert again.returncode == 0 and len(records(store)) == len(before)
 
 
-def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path):
+def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path, monkeypatch):
     """One GPU per job; every field the config sets is a parameter submitit's SLURM executor
-    takes (no cluster here: nothing is submitted)."""
+    takes, and the sbatch script asks for one GPU (no cluster here: nothing is submitted)."""
     submitit = pytest.importorskip("submitit")
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from submitit.slurm.slurm import SlurmExecutor
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose("config", overrides=["experiment=table2", "hydra/launcher=slurm_gpu",
@@ -250,12 +251,16 @@ def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path):
     assert launcher.gpus_per_node == 1 and launcher.tasks_per_node == 1 and launcher.nodes == 1
     params = OmegaConf.to_container(launcher, resolve=False)
     params = {k: v for k, v in params.items() if k not in ("_target_", "submitit_folder")}
-    executor = submitit.AutoExecutor(cluster="slurm", folder=str(tmp_path))
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 2))  # "srun" found
+    # the launcher's own translation: max_num_timeout to the executor, shared keys as they
+    # are, the rest prefixed slurm_
+    executor = submitit.AutoExecutor(cluster="slurm", folder=str(tmp_path),
+                                     slurm_max_num_timeout=params.pop("max_num_timeout"))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    # the launcher's own translation: shared keys as they are, the rest prefixed slurm_
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    assert executor._executor.parameters["gpus_per_node"] == 1
-    assert executor._executor.parameters["partition"] == "gpu"
+    script = executor._executor._make_submission_file_text("python -m riembench.cli", "uid")
+    assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --partition=gpu" in script
+    assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --time=720" in script
 
 
 def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_aside(tmp_path):
