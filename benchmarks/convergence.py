@@ -69,9 +69,9 @@ def trained_matrix(backbone: str, layer: str) -> torch.Tensor:
     dcfg = typed_group(OmegaConf.create({"name": "digits"}), DATASETS)
     task = DATASETS.get("digits")(dcfg, Path("data"))
     model = load_backbone(bcfg, task, "cpu", dcfg).model
-    if layer == "conv":  # the first 3x3 conv with at least 64 outputs
+    if layer == "conv":  # the first 3x3 conv with at least 64 inputs and outputs
         layer = next(n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)
-                     and m.kernel_size == (3, 3) and m.out_channels >= 64)
+                     and m.kernel_size == (3, 3) and m.in_channels >= 64 and m.out_channels >= 64)
     return weight_matrix(get_module(model, layer)).float(), layer
 
 
@@ -156,6 +156,7 @@ def main() -> None:
     torch.set_num_threads(1)
     device = torch.device("cpu")
     result: dict[str, Any] = {"benchmark": "convergence", **environment(device), "rows": []}
+    path = None  # written after every row, so a killed run keeps what it measured
     for name in args.targets.split(","):
         w, label = target(name, args.n)
         for ratio in (float(b) for b in args.budgets.split(",")):
@@ -169,13 +170,12 @@ def main() -> None:
                             "steps_to_svd": steps, "seconds_to_svd": seconds,
                             "ratio_to_svd": row["rel_mse"] / svd_err if svd_err > 0 else math.inf})
                 result["rows"].append(row)
+                path = write_result(result, args.out, "convergence", device, False, args.tag)
                 print(f"{label:28s} {ratio:.1f} {recipe:12s} rel {row['rel_mse']:.4e} "
                       f"svd {svd_err:.4e} x{row['ratio_to_svd']:.3f} steps {row['steps_run']:5d} "
                       f"{row['seconds']:7.1f}s to-svd {steps} {seconds and round(seconds, 1)}",
                       flush=True)
-    path = write_result(result, args.out, "convergence", device, False, args.tag)
     print(f"wrote {path}")
-    json.dumps(result)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def test_tiny_detr_end_to_end(tmp_path, coco_root):
     svd = next(r for r in records if r["method"] == "svd")
     assert svd["cost"]["params"] < svd["cost"]["original_layer_params"]
     out_dir = tmp_path / "tables"
-    rep = run(["-m", "riembench.report", "table4", "--store", str(store), "--out", str(out_dir)],
+    rep = run(["-m", "riembench.report", "table4", "--store", str(store), "--out", str(out_dir), "--all-records"],
               tmp_path, store)
     assert rep.returncode == 0, rep.stderr[-3000:]
     for ext in ("csv", "tex", "md"):

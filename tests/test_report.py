@@ -84,7 +84,7 @@ def test_table5_numbers_selection_and_paper_join(store, tmp_path):
     assert list(rows[0]) == ["family", "method", "variant", "n", "ratio", "ours_mean", "ours_std",
                              "n_seeds", "n_selected", "n_failed", "selected_seeds", "params",
                              "budget", "paper", "ours_over_paper", "beats_paper", "record_keys",
-                             "git_revs"]
+                             "git_revs", "deterministic", "command"]
     # row order: family, then the paper's method order (riem) before ours (svd), then n, ratio
     assert [(r["family"], r["method"], r["ratio"]) for r in rows[:4]] == [
         ("lp_field", "riem", "0.1"), ("lp_field", "riem", "0.3"),
@@ -154,7 +154,8 @@ def test_cli_all_with_empty_store_fails_clearly(tmp_path, capsys):
 
 def test_cli_module_writes_table_from_env_store(store, tmp_path):
     env = {**os.environ, "RIEMBENCH_STORE": str(store)}
-    res = subprocess.run([sys.executable, "-m", "riembench.report", "all", "--out", str(tmp_path / "t")],
+    res = subprocess.run([sys.executable, "-m", "riembench.report", "all", "--out", str(tmp_path / "t"),
+                          "--all-records"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "table5: wrote" in res.stdout and (tmp_path / "t" / "table5.tex").is_file()

@@ -39,7 +39,7 @@ def test_tiny_table1_on_digits(tmp_path):
     riem = [r for r in records if r["method"] == "riem" and r["status"] == "ok"]
     assert all(r["cost"]["params"] <= 7200 for r in riem)
     assert riem and all(r["fit"]["weights"]["path"] == str(ckpt) for r in riem)
-    _run(["riembench.report", "table1", "--store", str(store), "--out", str(out)], tmp_path, env)
+    _run(["riembench.report", "table1", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
     for suffix in ("csv", "tex", "md"):
         assert (out / f"table1.{suffix}").stat().st_size > 0
     with open(out / "table1.csv") as fh:

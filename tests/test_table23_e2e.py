@@ -108,7 +108,7 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path):
     assert pruned["cost"]["stored_mb"] < original["cost"]["stored_mb"]
 
     for table in ("table2", "table3"):
-        _run(["riembench.report", table, "--store", str(store), "--out", str(out)], tmp_path, env)
+        _run(["riembench.report", table, "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
         for suffix in ("csv", "tex", "md"):
             assert (out / f"{table}.{suffix}").stat().st_size > 0
     with open(out / "table2.csv") as fh:

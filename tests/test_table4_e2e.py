@@ -143,7 +143,7 @@ def test_small_table4_through_cli_and_reporter(tmp_path):
     for split in ("dev", "test"):
         assert {m: original[f"{split}_{m}"] for m in AP_METRICS} == pytest.approx(expected)
 
-    _run(["riembench.report", "table4", "--store", str(store), "--out", str(out)], tmp_path, env)
+    _run(["riembench.report", "table4", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
     for suffix in ("csv", "tex", "md"):
         assert (out / f"table4.{suffix}").stat().st_size > 0
     with open(out / "table4.csv") as fh:

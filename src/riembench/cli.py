@@ -61,8 +61,16 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 
 def main() -> None:
+    """``riembench table=<plan> ...`` runs a whole table (riembench.plan); anything else is one
+    cell or a Hydra sweep."""
     if any(a in HELP_FLAGS for a in sys.argv[1:]):
         SchemaStandIns.active = True
+    else:
+        from riembench.plan import plan_argv
+
+        status = plan_argv(sys.argv[1:])
+        if status is not None:
+            raise SystemExit(status)
     hydra_main()
 
 

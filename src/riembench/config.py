@@ -11,7 +11,12 @@ the size registry is re-exported lazily.
 from __future__ import annotations
 
 import warnings
+import dataclasses
+import importlib
+import types
+import typing
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -20,6 +25,18 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from riembench import help_schemas
 from riembench.errors import RiembenchError
 from riembench.registry import Registry
+
+#: field metadata for a setting that never changes a run's result (paths, logging, parallelism,
+#: device choice): :func:`identity_view` leaves it out of the run's key, so changing it reuses
+#: the records. Every other field counts. Use as ``field(default=..., metadata=NOT_IDENTITY)``.
+NOT_IDENTITY = {"identity": False}
+
+#: the registry of each group-valued top-level field (module, attribute): the schema of a group
+#: node depends on its ``name`` (``method: riem`` is validated by RieM's dataclass)
+GROUP_REGISTRIES = {"method": ("riembench.methods", "METHODS"),
+                    "dataset": ("riembench.data", "DATASETS"),
+                    "size": ("riembench.size", "SIZES"),
+                    "backbone": ("riembench.backbones", "BACKBONES")}
 
 
 @dataclass
@@ -87,20 +104,65 @@ class RunConfig:
     size: Any = MISSING
     backbone: Any = field(default_factory=BackboneConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
-    #: which paper table the records belong to; None takes the dataset's table
-    table: str | None = None
+    #: which paper table's folder of the store the records go to (a known table); None takes
+    #: the dataset's table. Where a record is filed, not what it holds: not part of its key
+    table: str | None = field(default=None, metadata=NOT_IDENTITY)
     seed: int = 0
-    #: run several seeds in one process (batched by the fitting engine); None means [seed]
-    seeds: list[int] | None = None
+    #: run several seeds in one process (batched by the fitting engine); None means [seed].
+    #: A deterministic method runs only the first (the record says so)
+    seeds: list[int] | None = field(default=None, metadata=NOT_IDENTITY)
     #: "auto" (cuda if present), "cpu", "cuda", "cuda:1", ...
-    device: str = "auto"
+    device: str = field(default="auto", metadata=NOT_IDENTITY)
     #: torch CPU threads per job (None: torch's default); set to cores / joblib jobs in sweeps
-    threads: int | None = None
-    progress: bool = True
-    store: StoreConfig = field(default_factory=StoreConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    wandb: WandbConfig = field(default_factory=WandbConfig)
+    threads: int | None = field(default=None, metadata=NOT_IDENTITY)
+    progress: bool = field(default=True, metadata=NOT_IDENTITY)
+    #: list the seeds this cell (or, with a table plan, every cell of the table) would run and
+    #: which are already recorded, then stop before building anything
+    dry_run: bool = field(default=False, metadata=NOT_IDENTITY)
+    #: a table plan (conf/table/<name>.yaml, chosen by ``table=<name>``): its row groups are run
+    #: instead of this one cell (riembench.plan)
+    plan: Any = field(default=None, metadata=NOT_IDENTITY)
+    store: StoreConfig = field(default_factory=StoreConfig, metadata=NOT_IDENTITY)
+    data: DataConfig = field(default_factory=DataConfig, metadata=NOT_IDENTITY)
+    wandb: WandbConfig = field(default_factory=WandbConfig, metadata=NOT_IDENTITY)
 
+
+
+@dataclass
+class RowGroup:
+    """One row group of a table plan: Hydra overrides (sweeps allowed: ``size.mb=8.36,5.58``)
+    added to the plan's experiment, and the seeds each of its cells asks for."""
+
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class PlanConfig:
+    """A paper table as data (conf/table/<name>.yaml): what ``riembench table=<name>`` runs.
+
+    Each row group becomes one Hydra multirun ``riembench -m experiment=<experiment>
+    <plan overrides> <group overrides> seeds=[...]``; ``prepare`` steps (riembench-train
+    overrides, e.g. table 1's backbones) run first.
+    """
+
+    name: str = MISSING
+    #: the store folder its records go to, and the report that renders them
+    record_table: str = MISSING
+    experiment: str = MISSING
+    description: str = ""
+    #: added to every row group (a full-size variant: ``dataset=mnist``)
+    overrides: list[str] = field(default_factory=list)
+    prepare: dict[str, list[str]] = field(default_factory=dict)
+    groups: dict[str, RowGroup] = field(default_factory=dict)
+    #: values the overrides interpolate (``${plan.vars.r9_head_hidden}``), so a variant changes
+    #: one value instead of repeating the groups
+    vars: dict[str, Any] = field(default_factory=dict)
+    #: cells run in parallel by the default (joblib) launcher; a launcher chosen on the command
+    #: line (``hydra/launcher=slurm_gpu``) brings its own parallelism instead
+    local_jobs: int = 1
+    #: where the report of a plan run is written (the committed tables/ only by `make tables`)
+    out: str = "${oc.env:RIEMBENCH_TABLES,riembench-tables}"
 
 
 ConfigStore.instance().store(name="base_config", node=RunConfig)
@@ -110,6 +172,8 @@ help_schemas.register()  # conf/config.yaml's search path names it
 # the user's config folder (~/.config/riembench) is in the search path whether or not it exists
 warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=.*riembench "
                         r"is not available")
+ConfigStore.instance().store(group="table", name="plan_schema", node=PlanConfig, package="plan")
+ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)
 
 
 def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:
@@ -134,3 +198,54 @@ def __getattr__(name: str) -> Any:
 
         return SIZES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def counts_for_identity(f: dataclasses.Field[Any]) -> bool:
+    """Whether a schema field can change a run's result (every field unless marked)."""
+    return bool(f.metadata.get("identity", True))
+
+
+@cache
+def group_registry(axis: str) -> Registry[Any]:
+    module, attr = GROUP_REGISTRIES[axis]
+    return getattr(importlib.import_module(module), attr)
+
+
+def group_schema(axis: str, name: Any) -> type | None:
+    """The registered schema of one group entry, None when unknown (an old record's method)."""
+    registry = group_registry(axis)
+    return registry.schema(name) if isinstance(name, str) and name in registry else None
+
+
+@cache
+def _field_schemas(schema: type) -> dict[str, tuple[dataclasses.Field[Any], type | None]]:
+    """Each field of a dataclass with the dataclass type of its value, if it has one."""
+    hints = typing.get_type_hints(schema)
+    out = {}
+    for f in dataclasses.fields(schema):
+        hint = hints.get(f.name)
+        args = typing.get_args(hint) if isinstance(hint, types.UnionType) or \
+            typing.get_origin(hint) is typing.Union else (hint,)
+        nested = next((a for a in args if isinstance(a, type) and dataclasses.is_dataclass(a)), None)
+        out[f.name] = (f, nested)
+    return out
+
+
+def identity_view(value: Any, schema: type | None = RunConfig, axis: str | None = None) -> Any:
+    """The part of a resolved config (plain dicts) that can change the result, found by walking
+    the schemas: fields marked :data:`NOT_IDENTITY` are dropped at any depth; a group node
+    (method, dataset, size, backbone) is walked with its registered entry's schema. Keys a
+    schema does not know (a record written before a field was removed) are kept: when in doubt
+    a setting counts.
+    """
+    if axis is not None and isinstance(value, dict):
+        schema = group_schema(axis, value.get("name"))
+    if schema is None or not isinstance(value, dict):
+        return value
+    known = _field_schemas(schema)
+    out = {}
+    for key, sub in value.items():
+        f, nested = known.get(key, (None, None))
+        if f is not None and not counts_for_identity(f):
+            continue
+        sub_axis = key if schema is RunConfig and key in GROUP_REGISTRIES else None
+        out[key] = identity_view(sub, nested, sub_axis)
+    return out

@@ -59,7 +59,7 @@ class FitConfig:
     patience: int = 4
     min_delta: float = 1e-3
     #: bound on elements of the per-chunk intermediate (B * rows * n * K); sets memory use
-    chunk_elems: int = 2**24
+    chunk_elems: int = field(default=2**24, metadata={"identity": False})
     #: a loss this many times the initial one counts as divergence
     diverge_factor: float = 1e6
     #: fraction of rows per step (stochastic steps are cheaper); evaluation steps use all rows

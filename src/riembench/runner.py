@@ -74,6 +74,8 @@ class CellOutcome:
     records: list[RunRecord] = field(default_factory=list)
     #: store paths of the seeds that were already recorded (skipped)
     existing: list[str] = field(default_factory=list)
+    #: a dry run: the seeds that would run
+    pending: list[int] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,8 +94,46 @@ def resolved_container(cfg: DictConfig) -> dict[str, Any]:
     return container
 
 
-def run(cfg: DictConfig) -> CellOutcome:
-    """Validate, then run every seed of the cell that the store does not have yet."""
+@dataclass
+class CellPlan:
+    """What :func:`run` will do for a composed config, decided before anything is built (also
+    what a dry run and a table plan list): the validated groups, the record folder, the seeds
+    asked for and the seeds that will run, and each seed's record key."""
+
+    table: str
+    container: dict[str, Any]
+    method_cfg: Any
+    dataset_cfg: Any
+    size_cfg: Any
+    backbone_cfg: Any
+    method: Any
+    requested: list[int]
+    seeds: list[int]
+    keys: dict[int, str]
+    protocol: ProtocolConfig
+
+    @property
+    def deterministic(self) -> bool:
+        return bool(self.method.deterministic)
+
+
+def seeds_to_run(requested: list[int], deterministic: bool) -> list[int]:
+    """The one rule for how many seeds a cell runs: every requested seed, except that a
+    deterministic method (the seed does not change its result: original, quant, dfq, svd, ...)
+    runs only the first, and its record says so."""
+    return requested[:1] if deterministic else list(requested)
+
+
+def known_tables() -> list[str]:
+    """Record folders a run may write to: the tables of the plans in conf/table/ (a name
+    outside this list, e.g. ``../x``, would file records outside the store)."""
+    from riembench.plan import record_tables
+
+    return record_tables()
+
+
+def plan_cell(cfg: DictConfig) -> CellPlan:
+    """Validate every group and decide table, seeds and keys; builds no data, model or fit."""
     method_cfg = typed_group(cfg.method, METHODS)
     dataset_cfg = typed_group(cfg.dataset, DATASETS)
     size_cfg = typed_group(cfg.size, SIZES)
@@ -102,28 +142,53 @@ def run(cfg: DictConfig) -> CellOutcome:
     container = resolved_container(cfg)
     builder = DATASETS.get(dataset_cfg.name)
     table = cfg.table or getattr(builder, "table", dataset_cfg.name)
-    seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
-    if len(set(seeds)) != len(seeds):
-        raise RiembenchError(f"seeds has duplicates: {seeds}")
-    if cfg.threads:
-        torch.set_num_threads(int(cfg.threads))
-    if not getattr(METHODS.get(method_cfg.name), "needs_size", True):
+    if table not in known_tables():
+        raise RiembenchError(f"table={table!r} is not a known table; known: "
+                             + ", ".join(known_tables()))
+    requested = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
+    if not requested:
+        raise RiembenchError("seeds is empty: give at least one seed")
+    if len(set(requested)) != len(requested):
+        raise RiembenchError(f"seeds has duplicates: {requested}")
+    if not cfg.progress and hasattr(method_cfg, "progress"):
+        method_cfg.progress = False  # top-level progress=false silences every bar (sweeps)
+    method = METHODS.get(method_cfg.name)(method_cfg)
+    if not getattr(type(method), "needs_size", True):
         # an unsized method (original, quant, dfq, prune) gives the same result under every
         # size setting: one identity, so a sweep over sizes runs it once, not once per size
         container["size"] = {"name": "unused"}
-    store = RunStore(container["store"]["root"])
+    seeds = seeds_to_run(requested, bool(method.deterministic))
     keys = {s: run_key(container, s) for s in seeds}
+    return CellPlan(table, container, method_cfg, dataset_cfg, size_cfg, backbone_cfg, method,
+                    requested, seeds, keys, protocol)
+
+
+def run(cfg: DictConfig) -> CellOutcome:
+    """Validate, then run every seed of the cell that the store does not have yet."""
+    plan = plan_cell(cfg)
+    method_cfg, dataset_cfg, size_cfg, backbone_cfg = (plan.method_cfg, plan.dataset_cfg,
+                                                       plan.size_cfg, plan.backbone_cfg)
+    table, container, keys, seeds = plan.table, plan.container, plan.keys, plan.seeds
+    protocol = plan.protocol
+    builder = DATASETS.get(dataset_cfg.name)
+    if plan.deterministic and len(plan.requested) > 1:
+        log.info("%s: %s is deterministic, running seed %d of %s", table, method_cfg.name,
+                 seeds[0], plan.requested)
+    store = RunStore(container["store"]["root"])
     pending = [s for s in seeds if not store.has(table, keys[s])]
     skipped = [s for s in seeds if s not in pending]
+    if cfg.dry_run:
+        log.info("%s: dry run, would run seed(s) %s; recorded %s", table, pending, skipped)
+        return CellOutcome(table, [], skipped, [], pending=pending)
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
     if skipped:
         log.info("%s: %d seed(s) already recorded, skipping %s", table, len(skipped), skipped)
     existing = [str(store.path(table, keys[s])) for s in skipped]
     if not pending:
         return CellOutcome(table, [], skipped, [], existing=existing)
 
-    if not cfg.progress and hasattr(method_cfg, "progress"):
-        method_cfg.progress = False  # top-level progress=false silences every bar (sweeps)
-    method = METHODS.get(method_cfg.name)(method_cfg)
+    method = plan.method
     device = resolve_device(cfg.device)
     # a dataset that takes it (ImageNet) evaluates with the backbone library's preprocessing
     prep = (eval_preprocessing(backbone_cfg) if getattr(builder, "takes_preprocessing", False)
@@ -132,7 +197,8 @@ def run(cfg: DictConfig) -> CellOutcome:
                    **({"preprocessing": prep} if prep is not None else {}))
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,
                    command=" ".join(shlex.quote(a) for a in sys.argv),
-                   outcome=CellOutcome(table, [], skipped, [], existing=existing))
+                   outcome=CellOutcome(table, [], skipped, [], existing=existing),
+                   deterministic=plan.deterministic, requested=plan.requested)
     if isinstance(task, MatrixTask):
         if not isinstance(method, MatrixMethod):
             raise RiembenchError(f"method '{method_cfg.name}' does not approximate matrices; "
@@ -174,6 +240,8 @@ class _Context:
     device: torch.device
     command: str
     outcome: CellOutcome
+    deterministic: bool = False
+    requested: list[int] = field(default_factory=list)
 
     def record(self, seed: int, cell: dict[str, Any], seconds: float, fit: dict[str, Any],
                cost: dict[str, Any]) -> RunRecord:
@@ -181,7 +249,8 @@ class _Context:
                          dataset=self.container["dataset"]["name"], cell=cell,
                          config={**self.container, "seed": seed}, wall_time_s=seconds,
                          device=_device_name(self.device), command=self.command,
-                         key=self.keys[seed], fit=fit, cost=cost)
+                         key=self.keys[seed], fit=fit, cost=cost,
+                         deterministic=self.deterministic, seeds_requested=self.requested)
 
     def write(self, record: RunRecord, tracker: CellTracker) -> None:
         tracker.start(record)  # the record names its W&B run

@@ -1,7 +1,8 @@
 """The run store: one immutable JSON record per (resolved config, seed).
 
 Layout: ``<root>/<table>/<key>.json`` where ``key`` hashes the identity of the run (the resolved
-config minus keys that do not change the result, such as paths, logging and parallelism).
+config minus the schema fields marked as not changing the result, such as paths, logging,
+parallelism and device choice: :func:`identity`).
 Records are written atomically (temp file + rename), never overwritten, so a sweep killed at
 any point loses nothing finished and a rerun skips what exists. Failed seeds are records too
 (``status="failed"`` with the reason), so a diverged seed is visible in the table's seed count.
@@ -23,11 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from riembench.atomic import atomic_write
-
-#: Config keys that do not change a run's result and so are left out of its identity (dotted
-#: keys name a nested entry: where checkpoints are cached is a machine path, not a setting).
-NON_IDENTITY_KEYS = ("store", "wandb", "device", "seeds", "hydra", "progress", "data",
-                     "backbone.cache_dir")
 
 _TRACKED_PACKAGES = ("riembench", "torch", "numpy", "scikit-learn", "hydra-core", "omegaconf",
                      "timm", "transformers", "pandas", "wandb")
@@ -57,15 +53,23 @@ class RunRecord:
     command: str = ""
     #: where the run was tracked (W&B run id, project, group, local run folder); not identity
     tracker: dict[str, Any] = field(default_factory=dict)
+    #: the method's result does not depend on the seed: one seed was run for the whole cell
+    deterministic: bool = False
+    #: the seeds the cell asked for (a deterministic method ran only the first)
+    seeds_requested: list[int] = field(default_factory=list)
 
 
 def identity(config: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The part of a resolved config that determines a run's result, with its single seed."""
-    ident = {k: v for k, v in config.items() if k not in NON_IDENTITY_KEYS}
-    for dotted in (k for k in NON_IDENTITY_KEYS if "." in k):
-        head, _, tail = dotted.partition(".")
-        if isinstance(ident.get(head), dict) and tail in ident[head]:
-            ident[head] = {k: v for k, v in ident[head].items() if k != tail}
+    """The part of a resolved config that determines a run's result, with its single seed.
+
+    Which settings count is declared on the schemas (:mod:`riembench.config`): a field with
+    ``metadata=NOT_IDENTITY`` (threads, progress, device, store, W&B, data paths, chunk sizes,
+    caches ...) never changes the key; every other field of the run, its method, dataset, size
+    and backbone does.
+    """
+    from riembench.config import identity_view
+
+    ident = identity_view({k: v for k, v in config.items() if k != "hydra"})
     ident["seed"] = int(seed)
     return ident
 

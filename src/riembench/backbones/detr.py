@@ -20,7 +20,7 @@ every ``riembench`` call imports the backbone registry.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ class DetrBackboneConfig(BackboneConfig):
     repo_id: str = "facebook/detr-resnet-50"
     revision: str = "main"
     #: Hugging Face hub cache to look in; None: huggingface_hub's default (HF_HUB_CACHE/HF_HOME)
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata={"identity": False})
     #: weights=random only: the tiny test architecture instead of DETR-R50
     tiny: bool = False
     #: seed of the random init for weights=random

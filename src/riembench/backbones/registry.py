@@ -9,7 +9,7 @@ backbone is one module and one YAML, like a new method.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from omegaconf import DictConfig
@@ -72,7 +72,7 @@ class TrainedBackboneConfig(BackboneConfig):
     the path of a checkpoint file written by ``riembench-train``.
     """
 
-    cache_dir: str = DEFAULT_CACHE_DIR
+    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"identity": False})
     weights: str | None = None
     #: which training run to load: the ``train.seed`` it was trained with ...
     train_seed: int = 0

@@ -49,7 +49,7 @@ class EmbeddingMethodConfig(MethodConfig):
     #: data-free start, a name in riembench.starts for this method's embedding (docs/init.md)
     init: str = "random"
     #: show a progress bar over fitting steps
-    progress: bool = True
+    progress: bool = field(default=True, metadata={"identity": False})
     #: networks: consecutive Linear layers share neurons (a layer's outputs are the next one's
     #: inputs) where the graph allows, see riembench.network.find_chains
     share: bool = True

@@ -1,8 +1,13 @@
-"""``python -m riembench.report <table|all> [--store runs] [--out tables]``: render from the store.
+"""``python -m riembench.report <table|all> [overrides...] [--plan NAME] [--store runs] [--out DIR]``:
+render from the store.
 
-Reads the run store only (no rerun). ``all`` renders every registered table that has records and
-says which had none; asking for one table that has no records is an error (exit 1), so
-``make table5`` cannot silently produce nothing.
+Reads the run store only (no rerun). A table's cells come from its plan (conf/table/<table>.yaml,
+or ``--plan``, e.g. table1_mnist) with the same command-line values it was run with (e.g.
+``dataset.n=40``), so ad-hoc runs never enter a paper table and each row names the command that
+reproduces it. ``all`` renders every registered table that has records and says which had none;
+asking for one table that has no records is an error (exit 1). ``--all-records`` renders every
+record of the table's folder instead (ad-hoc runs included). Output goes to ``--out``
+(default ``./riembench-tables``); only ``make tables`` writes the committed ``tables/``.
 """
 
 from __future__ import annotations
@@ -14,14 +19,15 @@ import sys
 from pathlib import Path
 
 from riembench.errors import RiembenchError
+from riembench.plan import plan_cells
 from riembench.report import TABLES, NoRecords, write_table
 from riembench.tracking import log_table_files
 
 
 def default_out_dir() -> Path:
-    """``tables/`` at the repository root when running from a checkout, else ``./tables``."""
-    root = Path(__file__).resolve().parents[3]
-    return root / "tables" if (root / "pyproject.toml").is_file() else Path("tables")
+    """``$RIEMBENCH_TABLES`` or ``./riembench-tables``: never the committed ``tables/`` unless
+    asked for (``--out tables``, as ``make tables`` does)."""
+    return Path(os.environ.get("RIEMBENCH_TABLES", "riembench-tables"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,16 +37,31 @@ def main(argv: list[str] | None = None) -> int:
                                  description="Write paper tables (CSV, LaTeX, markdown, plot) "
                                              "from the run store.")
     ap.add_argument("table", choices=[*names, "all"], help="a registered table, or all")
+    ap.add_argument("overrides", nargs="*",
+                    help="command-line values the table was run with (e.g. dataset.n=40): they "
+                         "select the same cells of its plan")
+    ap.add_argument("--plan", default=None,
+                    help="the table plan whose cells make up the table (default: the plan named "
+                         "like the table; e.g. table1_mnist for table 1 on MNIST)")
+    ap.add_argument("--all-records", action="store_true",
+                    help="every record of the table's store folder, planned or not (a look at "
+                         "ad-hoc runs; not the paper table)")
     ap.add_argument("--store", default=os.environ.get("RIEMBENCH_STORE", "runs"),
                     help="run store root (default: $RIEMBENCH_STORE or ./runs)")
-    ap.add_argument("--out", default=None, help="output folder (default: tables/ at the repo root)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default: $RIEMBENCH_TABLES or ./riembench-tables)")
     args = ap.parse_args(argv)
     out = Path(args.out) if args.out else default_out_dir()
     wanted = names if args.table == "all" else [args.table]
+    if args.plan and args.table == "all":
+        ap.error("--plan names the plan of one table, not of all")
+    if args.all_records and (args.plan or args.overrides):
+        ap.error("--all-records takes every record: no --plan or overrides")
     written, empty = [], []
     for name in wanted:
         try:
-            paths = write_table(name, args.store, out)
+            cells = None if args.all_records else plan_cells(args.plan or name, args.overrides)
+            paths = write_table(name, args.store, out, cells=cells)
         except NoRecords as exc:
             empty.append(name)
             print(f"{name}: {exc}", file=sys.stderr)

@@ -27,15 +27,12 @@ def missing(x: Any) -> bool:
         return False
 
 
-def too_few_seeds(method: str, n_selected: int, n_failed: int, k: int) -> bool:
+def too_few_seeds(deterministic: bool, n_selected: int, n_failed: int, k: int) -> bool:
     """Whether a cell's number deserves a "*": failed seeds, or fewer than ``k`` usable seeds
-    of a method whose seeds differ. A deterministic method (original, quant, dfq, prune, svd,
-    ...: the registry's ``deterministic``) needs one seed, and one is not "too few"."""
-    from riembench.methods import METHODS
-
-    deterministic = method in METHODS and bool(getattr(METHODS.get(method), "deterministic",
-                                                        False))
-    return n_failed > 0 or (not deterministic and n_selected < k)
+    of a method whose seeds differ. A deterministic cell (its records say so: the runner ran
+    one seed of original, quant, dfq, prune, svd, ...) needs one seed, and one is not "too
+    few"."""
+    return n_failed > 0 or (not (deterministic is True) and n_selected < k)
 
 
 def tex_escape(text: str) -> str:

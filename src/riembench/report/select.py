@@ -14,13 +14,13 @@ import pandas as pd
 
 #: columns of the result besides the group columns, in order
 RESULT_COLUMNS = ["mean", "std", "n_seeds", "n_selected", "n_failed", "selected_seeds",
-                  "record_keys", "git_revs"]
+                  "record_keys", "git_revs", "deterministic"]
 
 
 def select_top_k(df: pd.DataFrame, group_cols: Sequence[str], dev_col: str, test_col: str,
                  k: int = 3, lower_is_better: bool = True, *, seed_col: str = "seed",
                  status_col: str = "status", key_col: str = "key",
-                 rev_col: str = "git_rev") -> pd.DataFrame:
+                 rev_col: str = "git_rev", det_col: str = "deterministic") -> pd.DataFrame:
     """One row per group: ``mean``/``std`` of ``test_col`` over the k best seeds by ``dev_col``.
 
     - A record counts as usable ("ok") when its status is ``"ok"`` and both metrics are finite;
@@ -33,6 +33,9 @@ def select_top_k(df: pd.DataFrame, group_cols: Sequence[str], dev_col: str, test
       (one value says nothing about spread; 0 would claim it does).
     - ``selected_seeds``, ``record_keys`` and ``git_revs`` are comma-joined (in selection order
       for seeds and keys), so every number in a table points back at the records behind it.
+    - ``deterministic``: every record of the cell says its method's result does not depend on
+      the seed (the runner then ran one seed): one seed is then the whole cell, not "too few".
+      Read from the records, so a table never asks the method registry what a run was.
     """
     group_cols = list(group_cols)
     rows: list[dict] = []
@@ -58,6 +61,7 @@ def select_top_k(df: pd.DataFrame, group_cols: Sequence[str], dev_col: str, test
             "selected_seeds": ",".join(str(int(s)) for s in top[seed_col]),
             "record_keys": ",".join(str(x) for x in top[key_col]) if key_col in top else "",
             "git_revs": ",".join(sorted({str(x) for x in top[rev_col]})) if rev_col in top else "",
+            "deterministic": bool(det_col in part and part[det_col].map(_true).all()),
         })
     return pd.DataFrame(rows, columns=group_cols + RESULT_COLUMNS)
 
@@ -67,6 +71,13 @@ def _numeric(part: pd.DataFrame, col: str) -> pd.Series:
     if col not in part:
         return pd.Series(math.nan, index=part.index, dtype=float)
     return pd.to_numeric(part[col], errors="coerce").astype(float)
+
+
+def _true(x: object) -> bool:
+    """A record's ``deterministic`` flag; a record written before the runner recorded it
+    (missing, NaN) counts as seed-dependent."""
+    return x is True or (isinstance(x, (int, float)) and not isinstance(x, bool) and x == 1) \
+        or str(x).lower() == "true"
 
 
 def _finite(x: object) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,19 +82,32 @@ def config_version(config: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def current_records(store_root: str | Path, table: str, group_cols: Sequence[str]) -> pd.DataFrame:
+def current_records(store_root: str | Path, table: str, group_cols: Sequence[str],
+                    commands: Mapping[str, str] | None = None) -> pd.DataFrame:
     """All records of ``table``, keeping per cell only the newest config version.
 
     Why: the store is append-only, so after a default changes a cell holds runs of both the old
     and the new setting; mixing them in one mean would describe neither. Older records are left
     out with a warning that says how many.
+
+    ``commands`` (config version -> the command that runs that cell, from the table's plan)
+    keeps only the records of the plan's cells, so an ad-hoc run never enters a paper table,
+    and gives each record its ``command``.
     """
     group_cols = list(group_cols)
     records = list(RunStore(store_root).iter_records(table))
-    if not records:
-        return pd.DataFrame()
     for rec in records:
         rec["config_version"] = config_version(rec.get("config") or {})
+    if commands is not None:
+        planned = [r for r in records if r["config_version"] in commands]
+        if len(planned) < len(records):
+            log.info("%s: %d record(s) of cells outside the table's plan left out", table,
+                     len(records) - len(planned))
+        records = planned
+        for rec in records:
+            rec["command"] = commands[rec["config_version"]]
+    if not records:
+        return pd.DataFrame()
     df = pd.json_normalize(records)
     for col in group_cols:  # a record that does not set a coordinate gets "" (not NaN: groupable)
         if col not in df:
@@ -110,13 +124,19 @@ def current_records(store_root: str | Path, table: str, group_cols: Sequence[str
     return kept
 
 
-def build_table(name: str, store_root: str | Path) -> pd.DataFrame:
-    """The tidy table ``name`` from the records in ``store_root`` (raises :class:`NoRecords`)."""
+def build_table(name: str, store_root: str | Path, cells: Sequence[Any] | None = None) -> pd.DataFrame:
+    """The tidy table ``name`` from the records in ``store_root`` (raises :class:`NoRecords`).
+
+    ``cells`` (:func:`riembench.plan.plan_cells`): only the records of these cells count, and
+    each row gets the ``command`` that reproduces it; without them every record of the table
+    counts and ``command`` is the one each record was made with.
+    """
     from riembench.report.select import select_top_k
 
     spec = TABLES.get(name)
     group_cols = list(spec.group_cols)
-    df = current_records(store_root, spec.record_table, group_cols)
+    commands = {c.version: c.command() for c in cells} if cells is not None else None
+    df = current_records(store_root, spec.record_table, group_cols, commands)
     if df.empty:
         hint = f" ({spec.run_hint})" if spec.run_hint else ""
         raise NoRecords(f"no records for table '{name}' in store '{store_root}'{hint}")
@@ -128,11 +148,84 @@ def build_table(name: str, store_root: str | Path) -> pd.DataFrame:
             if out not in extra:
                 extra[out] = pd.NA
         selected = selected.merge(extra, on=group_cols, how="left")
+    per_cell = {"command": _row_commands(df, group_cols),
+                "deterministic": _per_cell(selected, group_cols, "deterministic")}
     selected = selected.rename(columns={c: short(c) for c in group_cols})
-    return spec.join_paper(selected)
+    table = spec.join_paper(selected)
+    return _reattach(table, [short(c) for c in group_cols], per_cell)
 
 
-def write_table(name: str, store_root: str | Path, out_dir: str | Path) -> list[Path]:
+def _coordinate(value: Any) -> str:
+    """A cell coordinate compared across the selected and the rendered frame (where a table
+    may have turned ``"1000"`` into ``1000.0``)."""
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _row_commands(df: pd.DataFrame, group_cols: list[str]) -> dict[tuple[str, ...], str]:
+    """Per cell, the command(s) its records were made by (``; ``-joined when several)."""
+    if "command" not in df:
+        return {}
+    out = {}
+    for group, part in df.groupby(group_cols, dropna=False, sort=False):
+        keys = group if isinstance(group, tuple) else (group,)
+        commands = sorted({str(c) for c in part["command"] if isinstance(c, str) and c})
+        out[tuple(_coordinate(k) for k in keys)] = " ; ".join(commands)
+    return out
+
+
+def _per_cell(selected: pd.DataFrame, group_cols: list[str], col: str) -> dict[tuple[str, ...], Any]:
+    return {tuple(_coordinate(v) for v in row[:-1]): row[-1]
+            for row in selected[[*group_cols, col]].itertuples(index=False, name=None)}
+
+
+#: per-cell facts every tidy table carries whatever columns its ``join_paper`` keeps, and their
+#: value on a row with no records of ours (the paper's published-only baselines)
+CELL_FACTS = {"deterministic": False, "command": ""}
+
+
+def _reattach(table: pd.DataFrame, cols: list[str],
+              per_cell: dict[str, dict[tuple[str, ...], Any]]) -> pd.DataFrame:
+    """The tidy table with ``deterministic`` (for the seed-count marks) and ``command`` (the
+    command that reproduces the row) looked up by each row's cell coordinates."""
+    table = table.copy()
+    coords = ([tuple(_coordinate(v) for v in row)
+               for row in table[cols].itertuples(index=False, name=None)]
+              if all(c in table for c in cols) else [None] * len(table))
+    for col, empty in CELL_FACTS.items():
+        if col == "command" or col not in table:
+            table[col] = [per_cell[col].get(c, empty) if c is not None else empty
+                          for c in coords]
+    return table
+
+
+def append_commands(path: Path, table: pd.DataFrame, cols: list[str]) -> Path:
+    """Add a "Commands" section to a rendered markdown table: each row's cell coordinates and
+    the command that reproduces it (the renderers lay out the numbers; this says where they
+    come from)."""
+    rows = table[table["command"].astype(str) != ""]
+    text = path.read_text()
+    if rows.empty or all(str(c) in text for c in rows["command"]):  # the renderer shows them
+        return path
+    shown = [c for c in cols if c in rows and rows[c].astype(str).str.len().gt(0).any()]
+    lines = ["", "### Commands", "",
+             "Every row comes from the records of one command of the table's plan:", "",
+             "| " + " | ".join([*shown, "command"]) + " |",
+             "|" + "---|" * (len(shown) + 1)]
+    for r in rows.itertuples(index=False):
+        cmd = str(r.command).replace("|", "\\|")
+        lines.append("| " + " | ".join([*(str(getattr(r, c)) for c in shown), f"`{cmd}`"]) + " |")
+    with open(path, "a") as fh:
+        fh.write("\n".join(lines) + "\n")
+    return path
+
+
+def write_table(name: str, store_root: str | Path, out_dir: str | Path,
+                cells: Sequence[Any] | None = None) -> list[Path]:
     """Render table ``name`` from the store into ``out_dir``; returns the files written.
 
     This is the one entry point for the CLI and for the runner (after a sweep). Raises
@@ -140,7 +233,11 @@ def write_table(name: str, store_root: str | Path, out_dir: str | Path) -> list[
     :class:`~riembench.errors.UnknownEntry` for a name that is not registered.
     """
     spec = TABLES.get(name)
-    table = build_table(name, store_root)
+    table = build_table(name, store_root, cells)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [render(table, out) for render in spec.renderers]
+    paths = [render(table, out) for render in spec.renderers]
+    for path in paths:
+        if path.suffix == ".md":
+            append_commands(path, table, [short(c) for c in spec.group_cols])
+    return paths
