@@ -22,6 +22,9 @@ from riembench.size import SIZES  # noqa: F401  (re-exported: the size axis regi
 class StoreConfig:
     #: where run records go (relative to the working directory unless absolute)
     root: str = "${oc.env:RIEMBENCH_STORE,runs}"
+    #: a claim on a seed from another host (whose process cannot be checked) is taken over after
+    #: this many seconds; a claim of a dead process on this host is taken over at once
+    claim_stale_s: float = 86400.0
 
 
 @dataclass
@@ -67,6 +70,8 @@ class RunConfig:
     #: torch CPU threads per job (None: torch's default); set to cores / joblib jobs in sweeps
     threads: int | None = None
     progress: bool = True
+    #: recompute the cell's seeds even if recorded (the old records move to the store's .trash/)
+    force: bool = False
     store: StoreConfig = field(default_factory=StoreConfig)
     data: DataConfig = field(default_factory=DataConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)

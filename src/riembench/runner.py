@@ -54,8 +54,9 @@ from riembench.methods.base import (
 )
 from riembench.network import select_layers
 from riembench.size import SIZES, describe, matrix_budget, network_target
-from riembench.store import RunRecord, RunStore, run_key
+from riembench.store import CLAIMS, TRASH, Claim, RunRecord, RunStore, StoreError, run_key
 from riembench.tracking import wandb_run
+from riembench.validate import check_run_settings
 
 log = logging.getLogger("riembench")
 
@@ -87,7 +88,17 @@ def resolved_container(cfg: DictConfig) -> dict[str, Any]:
 
 
 def run(cfg: DictConfig) -> CellOutcome:
-    """Validate, then run every seed of the cell that the store does not have yet."""
+    """Validate, then run every seed of the cell that the store does not have yet and no other
+    sweep has claimed; the claims this run takes are released however it ends."""
+    claims: dict[int, Claim] = {}
+    try:
+        return _run(cfg, claims)
+    finally:
+        for claim in claims.values():
+            claim.release()
+
+
+def _run(cfg: DictConfig, claims: dict[int, Claim]) -> CellOutcome:
     method_cfg = typed_group(cfg.method, METHODS)
     dataset_cfg = typed_group(cfg.dataset, DATASETS)
     size_cfg = typed_group(cfg.size, SIZES)
@@ -98,18 +109,18 @@ def run(cfg: DictConfig) -> CellOutcome:
     seeds = list(cfg.seeds) if cfg.seeds is not None else [int(cfg.seed)]
     if len(set(seeds)) != len(seeds):
         raise RiembenchError(f"seeds has duplicates: {seeds}")
+    check_run_settings(cfg)
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if not getattr(METHODS.get(method_cfg.name), "needs_size", True):
         # an unsized method (original, quant, dfq, prune) gives the same result under every
         # size setting: one identity, so a sweep over sizes runs it once, not once per size
         container["size"] = {"name": "unused"}
-    store = RunStore(container["store"]["root"])
+    store = RunStore(container["store"]["root"], container["store"]["claim_stale_s"])
     keys = {s: run_key(container, s) for s in seeds}
-    pending = [s for s in seeds if not store.has(table, keys[s])]
+    store.path(table, keys[seeds[0]])  # a table name that would leave the store stops here
+    pending = _claim_pending(store, table, keys, seeds, bool(cfg.force), claims)
     skipped = [s for s in seeds if s not in pending]
-    if skipped:
-        log.info("%s: %d seed(s) already recorded, skipping %s", table, len(skipped), skipped)
     if not pending:
         return CellOutcome(table, [], skipped, [])
 
@@ -120,7 +131,7 @@ def run(cfg: DictConfig) -> CellOutcome:
     task = builder(dataset_cfg, Path(str(cfg.data.root)).expanduser())
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,
                    command=" ".join(shlex.quote(a) for a in sys.argv),
-                   outcome=CellOutcome(table, [], skipped, []))
+                   outcome=CellOutcome(table, [], skipped, []), force=bool(cfg.force))
     if isinstance(task, MatrixTask):
         if not isinstance(method, MatrixMethod):
             raise RiembenchError(f"method '{method_cfg.name}' does not approximate matrices; "
@@ -154,6 +165,7 @@ class _Context:
     device: torch.device
     command: str
     outcome: CellOutcome
+    force: bool = False
 
     def record(self, seed: int, cell: dict[str, Any], seconds: float, fit: dict[str, Any],
                cost: dict[str, Any]) -> RunRecord:
@@ -164,13 +176,57 @@ class _Context:
                          key=self.keys[seed], fit=fit, cost=cost)
 
     def write(self, record: RunRecord, tracker: Any) -> None:
-        path = self.store.write(record)
+        """Create the seed's record (never replacing one); with ``force`` the old record moves
+        to the store's trash first. A write the store refuses (full disk, no permission) stops
+        the cell with :class:`~riembench.store.StoreError`; records already written stay."""
+        if self.force and self.store.has(record.table, record.key):
+            moved = self.store.set_aside(self.store.path(record.table, record.key), TRASH, "force")
+            log.info("force=true: previous record of seed %d moved to %s", record.seed, moved)
+        try:
+            path, created = self.store.create(record)
+        except StoreError as exc:
+            raise StoreError(f"{exc}. The cell {record.cell} stopped at seed {record.seed}: "
+                             f"{len(self.outcome.written)} of its record(s) were written and are "
+                             "kept; free space or fix permissions, then rerun the same command "
+                             "to compute the rest") from exc
+        if not created:  # someone else's record appeared (claims make this rare): keep it
+            log.warning("seed %d: a record already exists at %s; kept it, ours is dropped",
+                        record.seed, path)
+            self.outcome.skipped.append(record.seed)
+            return
         self.outcome.written.append(str(path))
         if record.status == "failed":
             self.outcome.failed.append(record.seed)
             log.warning("%s seed %d failed: %s", record.cell, record.seed, record.error)
         tracker.log({"seed": record.seed, **record.metrics, "params": record.cost.get("params", 0),
                      "failed": int(record.status == "failed")})
+
+
+def _claim_pending(store: RunStore, table: str, keys: dict[int, str], seeds: list[int],
+                   force: bool, claims: dict[int, Claim]) -> list[int]:
+    """The seeds this run will compute: not recorded (unless ``force``) and claimed by us.
+
+    The store is checked again once a seed is claimed, since another sweep may have finished
+    it between the first check and our claim. A damaged record counts as missing.
+    """
+    recorded = [] if force else [s for s in seeds if store.has(table, keys[s])]
+    busy: list[int] = []
+    for seed in (s for s in seeds if s not in recorded):
+        claim = store.claim(table, keys[seed])
+        if claim is None:
+            busy.append(seed)
+        elif not force and store.has(table, keys[seed]):
+            claim.release()
+            recorded.append(seed)
+        else:
+            claims[seed] = claim
+    if recorded:
+        log.info("%s: %d seed(s) already recorded, skipping %s", table, len(recorded),
+                 sorted(recorded))
+    if busy:
+        log.info("%s: %d seed(s) being computed by another sweep (claimed in %s), left to it: "
+                 "%s", table, len(busy), store.root / CLAIMS, busy)
+    return [s for s in seeds if s in claims]
 
 
 def _tracker(cfg: DictConfig, ctx: _Context, cell: dict[str, Any], method_cfg: Any) -> Any:

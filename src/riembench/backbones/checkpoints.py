@@ -31,6 +31,7 @@ from riembench.atomic import atomic_write
 from riembench.backbones.registry import BACKBONES, TaskShape, TrainedBackboneConfig, as_typed
 from riembench.backbones.torchvision_models import load_torchvision
 from riembench.errors import RiembenchError
+from riembench.validate import require_finite_module, require_finite_state
 
 log = logging.getLogger("riembench")
 
@@ -89,6 +90,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RiembenchError(f"{path} is not a riembench checkpoint (expected format {FORMAT}); "
                              "delete it and train again")
+    require_finite_state(payload["state_dict"], f"checkpoint {path}")
     return payload["state_dict"], payload.get("meta", {})
 
 
@@ -201,6 +203,8 @@ def load_backbone(cfg: Any, task: Any, device: torch.device | str = "cpu",
     else:
         raise RiembenchError(f"backbone '{cfg.name}' has no network to load")
     loaded.provenance = {"backbone": cfg.name, **loaded.provenance}
+    origin = loaded.provenance.get("path") or loaded.provenance.get("source")
+    require_finite_module(loaded.model, f"{cfg.name} weights ({origin})")  # before any fitting
     loaded.model.riembench_weights = dict(loaded.provenance)  # visible to whoever holds it
     loaded.model.to(device).eval()
     return loaded
