@@ -226,7 +226,10 @@ def _claim_pending(store: RunStore, table: str, keys: dict[int, str], seeds: lis
     if busy:
         log.info("%s: %d seed(s) being computed by another sweep (claimed in %s), left to it: "
                  "%s", table, len(busy), store.root / CLAIMS, busy)
-    return [s for s in seeds if s in claims]
+    mine = [s for s in seeds if s in claims]
+    if mine:
+        log.info("%s: computing %d seed(s) %s", table, len(mine), mine)
+    return mine
 
 
 def _tracker(cfg: DictConfig, ctx: _Context, cell: dict[str, Any], method_cfg: Any) -> Any:
