@@ -369,8 +369,8 @@ def test_unwritable_store_names_store_and_file(tmp_path, monkeypatch):
 
 def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     root = tmp_path / "runs"
-    args = ["-m", "method=lpnorm", "dataset.n=40", "size.ratio=0.4", "method.fit.steps=3000",
-            "method.progress=false", "seed=0,1,2,3,4,5,6,7", "threads=1",
+    args = ["-m", "method=lpnorm", "dataset.n=30", "size.ratio=0.4", "method.fit.steps=1500",
+            "method.progress=false", "seed=0,1,2,3,4,5", "threads=1",
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/multirun"]
     proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
                             env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -385,13 +385,12 @@ def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     lines = [ln for ln in err.splitlines() if "interrupted" in ln]
     assert len(lines) == 1 and f"kept {len(kept)} finished record(s) in store {root}" in lines[0]
-    assert 1 <= len(kept) < 8
+    assert 1 <= len(kept) < 6
     # a rerun recovers the claims the killed workers left and computes only what is missing
-    again = cli(args[:-2] + ["hydra.launcher.n_jobs=1", f"hydra.sweep.dir={tmp_path}/m2"],
-                tmp_path, root, timeout=600)
+    again = cli(args[:-1] + [f"hydra.sweep.dir={tmp_path}/m2"], tmp_path, root, timeout=600)
     assert again.returncode == 0, again.stderr
     assert_kept(kept, snapshot(root))
-    assert len(snapshot(root)) == 8
+    assert len(snapshot(root)) == 6
 
 
 # ------------------------------------------------------------------------ 8. store tools
