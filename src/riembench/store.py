@@ -213,7 +213,13 @@ class RunStore:
     def read_file(path: Path) -> dict[str, Any]:
         """One record file, checked; raises :class:`DamagedRecord` saying what is wrong."""
         try:
-            data = json.loads(path.read_bytes())
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:  # permissions, I/O error: as unusable as a garbled file
+            raise DamagedRecord(f"unreadable ({exc.strerror or exc})") from None
+        try:
+            data = json.loads(raw)
         except UnicodeDecodeError as exc:
             raise DamagedRecord(f"not text ({exc.reason})") from None
         except json.JSONDecodeError as exc:
@@ -243,7 +249,11 @@ class RunStore:
             return None
         except DamagedRecord as exc:
             if quarantine:
-                moved = self.set_aside(path, QUARANTINE)
+                try:
+                    moved = self.set_aside(path, QUARANTINE)
+                except OSError as err:
+                    raise StoreError(f"damaged record {path} ({exc}) cannot be moved to "
+                                     f"{self.root / QUARANTINE}: {err.strerror or err}") from err
                 log.warning("damaged record %s (%s): moved to %s; it will be recomputed",
                             path, exc, moved)
             return None
