@@ -143,9 +143,16 @@ def test_two_concurrent_sweeps_compute_each_seed_once(tmp_path):
     args = ["-m", "method=lpnorm", "dataset.n=30", "method.fit.steps=600", "method.progress=false",
             "size.ratio=0.4,0.5", "seeds=[0,1,2]", "threads=1", "hydra.launcher.n_jobs=1",
             f"hydra.sweep.dir={tmp_path}/multirun"]
-    procs = [subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
-                              env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    def start():
+        return subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
+                                env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+
+    procs = [start()]
+    deadline = time.time() + 300  # the second starts once the first holds claims: they overlap
+    while time.time() < deadline and not list((root / ".claims").rglob("*.claim")):
+        time.sleep(0.05)
+    procs.append(start())
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
     computed = sum(int(line.split("computing ")[1].split()[0]) for out in outs
@@ -156,6 +163,33 @@ def test_two_concurrent_sweeps_compute_each_seed_once(tmp_path):
     assert not any("ours is dropped" in out for out in outs)
     assert len(snapshot(root)) == 6
     assert not list((root / ".claims").rglob("*.claim"))  # every claim released
+
+
+def test_a_seed_claimed_by_a_live_sweep_is_left_to_it(tmp_path):
+    """Deterministic half of the test above: a claim held by a live process on seed 1 makes the
+    run compute seeds 0 and 2 only; once that process is gone, a rerun takes the claim over."""
+    root = tmp_path / "runs"
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        cfg = compose("config", overrides=[*FAST, f"store.root={root}", "seeds=[1]"])
+    from riembench.runner import resolved_container
+    from riembench.store import run_key
+
+    key = run_key(resolved_container(cfg), 1)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        path = RunStore(root).claim_path("table5", key)
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"host": os.uname().nodename, "pid": holder.pid,
+                                    "created": time.time(), "token": "other"}))
+        outcome = run_cell(root, "seeds=[0,1,2]")
+        assert len(outcome.written) == 2 and outcome.skipped == [1]
+        assert not RunStore(root).has("table5", key) and path.exists()  # theirs, untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    outcome = run_cell(root, "seeds=[0,1,2]")
+    assert len(outcome.written) == 1 and RunStore(root).has("table5", key)
+    assert not path.exists()
 
 
 def test_claims_are_exclusive_and_stale_ones_recovered(tmp_path):
