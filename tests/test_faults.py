@@ -136,6 +136,7 @@ def test_reporter_goes_on_past_a_damaged_record(tmp_path, caplog):
 # ------------------------------------------------------------------------ 3. concurrent sweeps
 
 
+@pytest.mark.slow
 def test_two_concurrent_sweeps_compute_each_seed_once(tmp_path):
     """Two identical sweeps on one store, started together: every (cell, seed) is computed by
     exactly one of them (claims), and no record is written twice (no-overwrite create)."""
@@ -403,10 +404,11 @@ def test_unwritable_store_names_store_and_file(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------ 7. Ctrl-C
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     root = tmp_path / "runs"
     args = ["-m", "method=lpnorm", "dataset.n=30", "size.ratio=0.4", "method.fit.steps=1500",
-            "method.progress=false", "seed=0,1,2,3,4,5", "threads=1",
+            "method.progress=false", "seed=0,1,2,3", "threads=1",
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/multirun"]
     proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
                             env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -421,12 +423,12 @@ def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     lines = [ln for ln in err.splitlines() if "interrupted" in ln]
     assert len(lines) == 1 and f"kept {len(kept)} finished record(s) in store {root}" in lines[0]
-    assert 1 <= len(kept) < 6
+    assert 1 <= len(kept) < 4
     # a rerun recovers the claims the killed workers left and computes only what is missing
     again = cli(args[:-1] + [f"hydra.sweep.dir={tmp_path}/m2"], tmp_path, root, timeout=600)
     assert again.returncode == 0, again.stderr
     assert_kept(kept, snapshot(root))
-    assert len(snapshot(root)) == 6
+    assert len(snapshot(root)) == 4
 
 
 # ------------------------------------------------------------------------ 8. store tools
