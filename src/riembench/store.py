@@ -259,7 +259,7 @@ class RunStore:
             return None
 
     def has(self, table: str, key: str) -> bool:
-        """Whether a readable record exists; a damaged one counts as missing (and is moved aside)."""
+        """Whether a readable record exists; a damaged one counts as missing (and moves aside)."""
         return self.read(table, key) is not None
 
     def record_files(self, table: str | None = None) -> list[Path]:

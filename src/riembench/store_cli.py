@@ -91,7 +91,8 @@ def cmd_list(store: RunStore, args: argparse.Namespace) -> int:
               + (f", {damaged} damaged (run `verify --fix`)" if damaged else ""))
         for label in sorted(cells):
             counts = cells[label]
-            mixed = f"  [{len(revisions[label])} code revisions]" if len(revisions[label]) > 1 else ""
+            n_revs = len(revisions[label])
+            mixed = f"  [{n_revs} code revisions]" if n_revs > 1 else ""
             print(f"  {label}: {counts['ok']} ok, {counts['failed']} failed{mixed}")
     claims = store.claims()
     if claims:
@@ -125,7 +126,8 @@ def cmd_verify(store: RunStore, args: argparse.Namespace) -> int:
         except DamagedRecord as exc:
             problems += 1
             if args.fix:
-                print(f"damaged record {path} ({exc}): moved to {store.set_aside(path, QUARANTINE)}")
+                moved = store.set_aside(path, QUARANTINE)
+                print(f"damaged record {path} ({exc}): moved to {moved}")
             else:
                 print(f"damaged record {path}: {exc}")
     for path, owner in store.claims():

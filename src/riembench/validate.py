@@ -42,7 +42,8 @@ def require_finite(tensor: torch.Tensor, what: str, source: Any = None) -> torch
     where = f" in {source}" if source is not None else ""
     if tensor.numel() == 0:
         raise InvalidInput(f"{what}{where} is empty (shape {tuple(tensor.shape)})")
-    if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+    inexact = tensor.is_floating_point() or tensor.is_complex()
+    if inexact and not bool(torch.isfinite(tensor).all()):
         raise InvalidInput(f"{what}{where} has non-finite values ({_describe_bad(tensor)}); "
                            "fix or regenerate the file")
     return tensor
