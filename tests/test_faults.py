@@ -390,6 +390,22 @@ def test_sweep_goes_on_with_the_next_cell_when_one_cannot_be_written(tmp_path):
     assert len(list((root / "fine").glob("*.json"))) == 2  # the next cell was done
 
 
+def test_full_disk_at_the_claim_stops_before_any_fitting(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    real_open = os.open
+
+    def full(path, flags, *a, **k):
+        if str(path).endswith(".claim"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(store_mod.os, "open", full)
+    with pytest.raises(StoreError, match=rf"cannot create claim {root}/.claims/table5/.*\.claim "
+                                         rf"in store {root}: No space left"):
+        run_cell(root, "seeds=[0,1]")
+    assert not list(root.rglob("*.json")) and not list(root.rglob("*.claim"))
+
+
 def test_unwritable_store_names_store_and_file(tmp_path, monkeypatch):
     def refuse(*a, **k):
         raise OSError(errno.EROFS, "Read-only file system")
