@@ -96,7 +96,7 @@ def _app(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The command: the Hydra app, with Ctrl-C reported as one line (exit status 130)."""
-    os.environ.setdefault(_MAIN_PID, str(os.getpid()))
+    os.environ[_MAIN_PID] = str(os.getpid())  # workers inherit it; a nested command sets its own
     try:
         _app()
     except KeyboardInterrupt:
