@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import riembench.config  # noqa: F401  (stores the top-level schema, registers the help source)
@@ -44,6 +49,53 @@ def check_choices(choices: dict[str, Any]) -> None:
                                  f"use one of: {', '.join(known)}")
 
 
+#: pid of the process that started the command; a job running in another process (a joblib
+#: worker) leaves Ctrl-C to it, so an interrupted sweep prints one line, not one per worker
+_MAIN_PID = "RIEMBENCH_MAIN_PID"
+
+
+class CellFailed(CompactHydraException):
+    """A cell of a sweep stopped with a user-facing error: Hydra goes on with the other cells of
+    the sweep, then prints this message alone (no traceback) and exits 1."""
+
+
+class StoreSnapshot(Callback):
+    """Notes the store and its record count when a run or sweep starts (in the main process),
+    so an interrupted command can say what it kept."""
+
+    root: Path | None = None
+    before = 0
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._note(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._note(config)
+
+    @staticmethod
+    def _note(config: DictConfig) -> None:
+        from riembench.store import RunStore
+
+        try:
+            StoreSnapshot.root = Path(str(config.store.root)).resolve()
+            StoreSnapshot.before = len(RunStore(StoreSnapshot.root).record_files())
+        except Exception:  # noqa: BLE001  (a bad setting is reported by the run itself)
+            StoreSnapshot.root = None
+
+
+def interrupted_message() -> str:
+    """One line: what an interrupted command kept, and how to go on."""
+    from riembench.store import RunStore
+
+    root = StoreSnapshot.root
+    if root is None:
+        return "riembench: interrupted; nothing was recorded"
+    total = len(RunStore(root).record_files())
+    return (f"riembench: interrupted; kept {total} finished record(s) in store {root} "
+            f"({max(total - StoreSnapshot.before, 0)} new); seeds in progress were not recorded "
+            "and a rerun of the same command computes only those")
+
+
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     from hydra.core.hydra_config import HydraConfig
@@ -51,28 +103,54 @@ def hydra_main(cfg: DictConfig) -> dict[str, Any]:
     from riembench.run_summary import cell_report
     from riembench.runner import run
 
+    if os.environ.get(_MAIN_PID, str(os.getpid())) != str(os.getpid()):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a sweep worker: the main process stops it
     try:
         check_choices(dict(HydraConfig.get().runtime.choices))
         outcome = run(cfg)
     except RiembenchError as exc:
         logging.getLogger("riembench").error("%s", exc)
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise CellFailed(f"riembench: {exc}") from None
         raise SystemExit(f"riembench: {exc}") from None
     return cell_report(outcome)  # logged and kept in the output folder by run_summary.RunSummary
 
 
 def main() -> None:
     """``riembench table=<plan> ...`` runs a whole table (riembench.plan); anything else is one
-    cell or a Hydra sweep."""
+    cell or a Hydra sweep. Ctrl-C is reported as one line (exit status 130)."""
     if any(a in HELP_FLAGS for a in sys.argv[1:]):
         SchemaStandIns.active = True
-    else:
+        hydra_main()
+        return
+    os.environ[_MAIN_PID] = str(os.getpid())  # workers inherit it; a nested command sets its own
+    try:
         from riembench.plan import plan_argv
 
         status = plan_argv(sys.argv[1:])
         if status is not None:
             raise SystemExit(status)
-    hydra_main()
+        hydra_main()
+    except KeyboardInterrupt:
+        _stop_sweep_workers()
+        print(interrupted_message(), file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+
+
+def _stop_sweep_workers() -> None:
+    """Kill the joblib launcher's worker processes (they ignore Ctrl-C, see ``hydra_main``): joblib's
+    abort starts fresh idle workers for reuse, which would outlive the command."""
+    reusable = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(reusable, "_executor", None)
+    if executor is not None:
+        executor.shutdown(wait=True, kill_workers=True)
+
+
 
 
 if __name__ == "__main__":
-    main()
+    # run the imported module's main, not this __main__ copy: the Hydra callback notes the store
+    # on riembench.cli.StoreSnapshot, and the interrupted message must read the same class
+    from riembench.cli import main as _imported_main
+
+    _imported_main()

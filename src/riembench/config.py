@@ -43,6 +43,9 @@ GROUP_REGISTRIES = {"method": ("riembench.methods", "METHODS"),
 class StoreConfig:
     #: where run records go (relative to the working directory unless absolute)
     root: str = "${oc.env:RIEMBENCH_STORE,runs}"
+    #: a claim on a seed from another host (whose process cannot be checked) is taken over after
+    #: this many seconds; a claim of a dead process on this host is taken over at once
+    claim_stale_s: float = 86400.0
 
 
 @dataclass
@@ -119,6 +122,8 @@ class RunConfig:
     #: list the seeds this cell (or, with a table plan, every cell of the table) would run and
     #: which are already recorded, then stop before building anything
     dry_run: bool = field(default=False, metadata=NOT_IDENTITY)
+    #: recompute the cell's seeds even if recorded (the old records move to the store's .trash/)
+    force: bool = field(default=False, metadata=NOT_IDENTITY)
     #: a table plan (conf/table/<name>.yaml, chosen by ``table=<name>``): its row groups are run
     #: instead of this one cell (riembench.plan)
     plan: Any = field(default=None, metadata=NOT_IDENTITY)

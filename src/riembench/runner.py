@@ -56,8 +56,9 @@ from riembench.methods.base import (
 from riembench.network import select_layers
 from riembench.quantize import input_range_of
 from riembench.size import SIZES, describe, matrix_budget, network_target
-from riembench.store import RunRecord, RunStore, run_key
+from riembench.store import CLAIMS, TRASH, Claim, RunRecord, RunStore, StoreError, run_key
 from riembench.tracking import CellTracker, cell_tracker
+from riembench.validate import check_run_settings
 
 log = logging.getLogger("riembench")
 
@@ -134,6 +135,7 @@ def known_tables() -> list[str]:
 
 def plan_cell(cfg: DictConfig) -> CellPlan:
     """Validate every group and decide table, seeds and keys; builds no data, model or fit."""
+    check_run_settings(cfg)
     method_cfg = typed_group(cfg.method, METHODS)
     dataset_cfg = typed_group(cfg.dataset, DATASETS)
     size_cfg = typed_group(cfg.size, SIZES)
@@ -164,7 +166,17 @@ def plan_cell(cfg: DictConfig) -> CellPlan:
 
 
 def run(cfg: DictConfig) -> CellOutcome:
-    """Validate, then run every seed of the cell that the store does not have yet."""
+    """Validate, then run every seed of the cell that the store does not have yet and no other
+    sweep has claimed; the claims this run takes are released however it ends."""
+    claims: dict[int, Claim] = {}
+    try:
+        return _run(cfg, claims)
+    finally:
+        for claim in claims.values():
+            claim.release()
+
+
+def _run(cfg: DictConfig, claims: dict[int, Claim]) -> CellOutcome:
     plan = plan_cell(cfg)
     method_cfg, dataset_cfg, size_cfg, backbone_cfg = (plan.method_cfg, plan.dataset_cfg,
                                                        plan.size_cfg, plan.backbone_cfg)
@@ -174,12 +186,15 @@ def run(cfg: DictConfig) -> CellOutcome:
     if plan.deterministic and len(plan.requested) > 1:
         log.info("%s: %s is deterministic, running seed %d of %s", table, method_cfg.name,
                  seeds[0], plan.requested)
-    store = RunStore(container["store"]["root"])
-    pending = [s for s in seeds if not store.has(table, keys[s])]
-    skipped = [s for s in seeds if s not in pending]
+    store = RunStore(container["store"]["root"], container["store"]["claim_stale_s"])
+    store.path(table, keys[seeds[0]])  # a table name that would leave the store stops here
     if cfg.dry_run:
+        pending = [s for s in seeds if cfg.force or not store.has(table, keys[s])]
+        skipped = [s for s in seeds if s not in pending]
         log.info("%s: dry run, would run seed(s) %s; recorded %s", table, pending, skipped)
         return CellOutcome(table, [], skipped, [], pending=pending)
+    pending = _claim_pending(store, table, keys, seeds, bool(cfg.force), claims)
+    skipped = [s for s in seeds if s not in pending]
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
     if skipped:
@@ -198,7 +213,8 @@ def run(cfg: DictConfig) -> CellOutcome:
     ctx = _Context(table=table, container=container, store=store, keys=keys, device=device,
                    command=" ".join(shlex.quote(a) for a in sys.argv),
                    outcome=CellOutcome(table, [], skipped, [], existing=existing),
-                   deterministic=plan.deterministic, requested=plan.requested)
+                   deterministic=plan.deterministic, requested=plan.requested,
+                   force=bool(cfg.force))
     if isinstance(task, MatrixTask):
         if not isinstance(method, MatrixMethod):
             raise RiembenchError(f"method '{method_cfg.name}' does not approximate matrices; "
@@ -242,6 +258,7 @@ class _Context:
     outcome: CellOutcome
     deterministic: bool = False
     requested: list[int] = field(default_factory=list)
+    force: bool = False
 
     def record(self, seed: int, cell: dict[str, Any], seconds: float, fit: dict[str, Any],
                cost: dict[str, Any]) -> RunRecord:
@@ -253,14 +270,61 @@ class _Context:
                          deterministic=self.deterministic, seeds_requested=self.requested)
 
     def write(self, record: RunRecord, tracker: CellTracker) -> None:
+        """Create the seed's record (never replacing one); with ``force`` the old record moves
+        to the store's trash first. A write the store refuses (full disk, no permission) stops
+        the cell with :class:`~riembench.store.StoreError`; records already written stay."""
+        if self.force and self.store.has(record.table, record.key):
+            moved = self.store.set_aside(self.store.path(record.table, record.key), TRASH, "force")
+            log.info("force=true: previous record of seed %d moved to %s", record.seed, moved)
         tracker.start(record)  # the record names its W&B run
-        path = self.store.write(record)
+        try:
+            path, created = self.store.create(record)
+        except StoreError as exc:
+            raise StoreError(f"{exc}. The cell {record.cell} stopped at seed {record.seed}: "
+                             f"{len(self.outcome.written)} of its record(s) were written and are "
+                             "kept; free space or fix permissions, then rerun the same command "
+                             "to compute the rest") from exc
+        if not created:  # someone else's record appeared (claims make this rare): keep it
+            log.warning("seed %d: a record already exists at %s; kept it, ours is dropped",
+                        record.seed, path)
+            self.outcome.skipped.append(record.seed)
+            return
         tracker.finish(record, path)
         self.outcome.written.append(str(path))
         self.outcome.records.append(record)
         if record.status == "failed":
             self.outcome.failed.append(record.seed)
             log.warning("%s seed %d failed: %s", record.cell, record.seed, record.error)
+
+
+def _claim_pending(store: RunStore, table: str, keys: dict[int, str], seeds: list[int],
+                   force: bool, claims: dict[int, Claim]) -> list[int]:
+    """The seeds this run will compute: not recorded (unless ``force``) and claimed by us.
+
+    The store is checked again once a seed is claimed, since another sweep may have finished
+    it between the first check and our claim. A damaged record counts as missing.
+    """
+    recorded = [] if force else [s for s in seeds if store.has(table, keys[s])]
+    busy: list[int] = []
+    for seed in (s for s in seeds if s not in recorded):
+        claim = store.claim(table, keys[seed])
+        if claim is None:
+            busy.append(seed)
+        elif not force and store.has(table, keys[seed]):
+            claim.release()
+            recorded.append(seed)
+        else:
+            claims[seed] = claim
+    if recorded:
+        log.info("%s: %d seed(s) already recorded, skipping %s", table, len(recorded),
+                 sorted(recorded))
+    if busy:
+        log.info("%s: %d seed(s) being computed by another sweep (claimed in %s), left to it: "
+                 "%s", table, len(busy), store.root / CLAIMS, busy)
+    mine = [s for s in seeds if s in claims]
+    if mine:
+        log.info("%s: computing %d seed(s) %s", table, len(mine), mine)
+    return mine
 
 
 def _tracker(cfg: DictConfig, ctx: _Context, cell: dict[str, Any], method_cfg: Any) -> Any:

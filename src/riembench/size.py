@@ -28,6 +28,7 @@ from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import SizeTarget
 from riembench.network import bias_count, dense_weight_count
 from riembench.registry import Registry
+from riembench.validate import check_number
 
 SIZES: Registry[type] = Registry("size")
 
@@ -40,8 +41,9 @@ class RatioSizeConfig:
     ratio: float = 0.1
 
     def __post_init__(self) -> None:
-        if not self.ratio > 0:
-            raise RiembenchError(f"size.ratio must be > 0, got {self.ratio}")
+        # a ratio of 1 or more stores at least the dense size: nothing is compressed
+        check_number(self.ratio, "size.ratio (a fraction of the dense size)", low=0, high=1,
+                     low_open=True, high_open=True)
 
 
 @dataclass
@@ -52,8 +54,7 @@ class ParamsSizeConfig:
     params: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.params < 1:
-            raise RiembenchError(f"size.params must be >= 1, got {self.params}")
+        check_number(self.params, "size.params", low=1)
 
 
 @dataclass
@@ -67,6 +68,13 @@ class DimsSizeConfig:
     shifts: list[int] | None = None
     heads: int | None = None
 
+    def __post_init__(self) -> None:
+        for key in ("d", "d_mu", "n_shifts", "heads"):
+            if getattr(self, key) is not None:
+                check_number(getattr(self, key), f"size.{key}", low=1)
+        for shift in self.shifts or []:
+            check_number(shift, "size.shifts entry", low=0)
+
 
 @dataclass
 class MbSizeConfig:
@@ -77,8 +85,8 @@ class MbSizeConfig:
     bits: int = 8
 
     def __post_init__(self) -> None:
-        if not self.mb > 0 or not 1 <= self.bits <= 32:
-            raise RiembenchError(f"size.mb must be > 0 and size.bits in 1..32, got {self.mb}, {self.bits}")
+        check_number(self.mb, "size.mb", low=0, low_open=True)
+        check_number(self.bits, "size.bits", low=1, high=32)
 
 
 for _name, _schema in (("ratio", RatioSizeConfig), ("params", ParamsSizeConfig),
@@ -99,6 +107,9 @@ def matrix_budget(size_cfg: Any, shape: tuple[int, int], check: bool = True) -> 
     if check and budget < 1:
         raise ImpossibleBudget(f"size {describe(size_cfg)} gives a budget of {budget} parameters "
                                f"for a {m}x{n} matrix")
+    if check and budget >= m * n:
+        raise ImpossibleBudget(f"size {describe(size_cfg)} allows {budget} parameters for a "
+                               f"{m}x{n} matrix of {m * n} entries: that is no compression")
     return budget
 
 

@@ -39,6 +39,7 @@ from riembench.backbones.registry import (
 from riembench.backbones.timm_models import load_timm
 from riembench.backbones.torchvision_models import load_torchvision
 from riembench.errors import RiembenchError
+from riembench.validate import require_finite_module, require_finite_state
 
 log = logging.getLogger("riembench")
 
@@ -100,6 +101,7 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise RiembenchError(f"{path} is not a riembench checkpoint (expected format {FORMAT}); "
                              "delete it and train again")
+    require_finite_state(payload["state_dict"], f"checkpoint {path}")
     return payload["state_dict"], payload.get("meta", {})
 
 
@@ -215,6 +217,8 @@ def load_backbone(cfg: Any, task: Any, device: torch.device | str = "cpu",
     used = getattr(task, "preprocessing", None)  # what the dataset's loader actually applies
     if used is not None:
         loaded.provenance["preprocessing"] = used
+    origin = loaded.provenance.get("path") or loaded.provenance.get("source")
+    require_finite_module(loaded.model, f"{cfg.name} weights ({origin})")  # before any fitting
     loaded.model.riembench_weights = dict(loaded.provenance)  # visible to whoever holds it
     loaded.model.to(device).eval()
     return loaded

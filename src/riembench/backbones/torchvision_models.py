@@ -28,6 +28,7 @@ from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
 from riembench.config import BackboneConfig
 from riembench.errors import RiembenchError
+from riembench.validate import require_finite_state
 
 log = logging.getLogger("riembench")
 
@@ -102,6 +103,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise RiembenchError(f"weights file {path} does not hold a state dict (got "
                              f"{type(obj).__name__})")
+    require_finite_state(obj, f"weights file {path}")
     return obj
 
 

@@ -38,6 +38,7 @@ from riembench.backbones.preprocess import (  # noqa: F401  (the means are re-ex
 )
 from riembench.data.registry import DATASETS
 from riembench.errors import RiembenchError
+from riembench.validate import require_nonempty
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -335,6 +336,7 @@ def _read_mnist(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         raise RiembenchError(f"could not read MNIST ({'train' if train else 't10k'}) from "
                              f"{root / 'MNIST' / 'raw'}: {exc!r}") from exc
     images, targets = ds.data.unsqueeze(1), ds.targets.long()
+    require_nonempty(len(targets), "MNIST images", root / "MNIST" / "raw")
     if targets.numel() and (targets.min() < 0 or targets.max() > 9):
         raise RiembenchError(f"MNIST labels in {root / 'MNIST' / 'raw'} outside 0..9")
     return images, targets
@@ -429,6 +431,7 @@ def _read_cifar(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, in
     images = torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous()
     targets = torch.as_tensor(ds.targets, dtype=torch.long)
     num_classes = len(ds.classes)
+    require_nonempty(len(targets), "CIFAR-100 images", base / split)
     if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
         raise RiembenchError(f"CIFAR-100 labels in {base / split} outside 0..{num_classes - 1}")
     return images, targets, num_classes

@@ -19,8 +19,10 @@ import torch
 
 from riembench.data.registry import DATASETS
 from riembench.errors import RiembenchError
+from riembench.validate import require_finite
 
 FAMILIES = ("lp_field", "kernel_field", "lowrank", "randn", "file")
+_INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
 @dataclass
@@ -107,7 +109,12 @@ def _load_file_matrix(cfg: SyntheticConfig) -> torch.Tensor:
             raise RiembenchError(f"{path} is a state dict: set dataset.key to one of its 2-D "
                                  f"tensors: {', '.join(keys[:20])}")
         obj = obj[cfg.key]
-    mat = torch.as_tensor(obj).float()
+    mat = torch.as_tensor(obj)
+    if mat.ndim == 0 or not (mat.is_floating_point() or mat.dtype in _INT_DTYPES):
+        raise RiembenchError(f"{path} holds a {mat.dtype} tensor of shape {tuple(mat.shape)}; "
+                             "family=file needs a 2-D (or higher) numeric matrix")
+    require_finite(mat, f"matrix '{cfg.key}'" if cfg.key else "matrix", path)
+    mat = mat.float()
     mat = mat.reshape(mat.shape[0], -1)
     if min(mat.shape) < cfg.n:
         raise RiembenchError(f"matrix in {path} has shape {tuple(mat.shape)}, smaller than n={cfg.n}")
@@ -126,7 +133,7 @@ def make_probes(n: int, count: int, seed: int, dist: str) -> torch.Tensor:
 @DATASETS.register("synthetic", SyntheticConfig)
 def build_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> MatrixTask:
     """``root`` (the data root every builder receives) is unused: the matrices are generated."""
-    target = make_matrix(cfg)
+    target = require_finite(make_matrix(cfg), f"generated {cfg.family} matrix")
     n = target.shape[1]
     # probe seeds are offset from the matrix seed so dev and test vectors never coincide
     dev = make_probes(n, cfg.dev_probes, 1_000_003 + cfg.matrix_seed, cfg.probe_dist)

@@ -121,7 +121,19 @@ def current_records(store_root: str | Path, table: str, group_cols: Sequence[str
     if len(kept) < len(df):
         log.warning("%s: %d record(s) from older configs of the same cells left out", table,
                     len(df) - len(kept))
+    warn_mixed_revisions(kept, group_cols, table)
     return kept
+
+
+def warn_mixed_revisions(df: pd.DataFrame, group_cols: Sequence[str], table: str) -> None:
+    """Warn for each cell whose records ran at more than one code revision: same config, but a
+    fix in between may have changed the numbers the cell averages."""
+    if "git_rev" not in df or df.empty:
+        return
+    revs = df.groupby(list(group_cols), dropna=False)["git_rev"].agg(lambda s: sorted(set(s)))
+    for cell, found in revs[revs.map(len) > 1].items():
+        log.warning("%s: cell %s mixes %d code revisions (%s); rerun it with force=true at one "
+                    "revision to make it uniform", table, cell, len(found), ", ".join(found))
 
 
 def build_table(name: str, store_root: str | Path, cells: Sequence[Any] | None = None) -> pd.DataFrame:
