@@ -51,6 +51,23 @@ def method_is_deterministic(method: dict[str, Any]) -> bool:
         return bool(cls.deterministic)
 
 
+def _add_protocol(rec: dict[str, Any], config: dict[str, Any]) -> bool:
+    """A record made before protocols existed was fitted on the weights alone: the ``strict``
+    protocol. Writes that into its config and cell (so its key is what the same run gets
+    now); returns whether anything was added."""
+    if "protocol" in config:
+        return False
+    from dataclasses import asdict
+
+    from riembench.config import ProtocolConfig
+
+    config["protocol"] = asdict(ProtocolConfig())
+    rec["config"] = config
+    if isinstance(rec.get("cell"), dict):
+        rec["cell"].setdefault("protocol", "strict")
+    return True
+
+
 def migrate(root: str | Path, apply: bool = False) -> Migration:
     root = Path(root)
     out = Migration()
@@ -67,6 +84,7 @@ def migrate(root: str | Path, apply: bool = False) -> Migration:
     moves: list[Path] = []
     for path, rec in loaded:
         config = rec.get("config") or {}
+        protocol_added = _add_protocol(rec, config)
         key = run_key(config, int(rec["seed"]))
         dest = path.with_name(f"{key}.json")
         if dest in taken:
@@ -79,6 +97,8 @@ def migrate(root: str | Path, apply: bool = False) -> Migration:
         if "deterministic" not in rec:
             rec["deterministic"] = method_is_deterministic(config.get("method") or {})
             changes["deterministic_from"] = "the method's flag for the record's config"
+        if protocol_added:
+            changes["protocol_from"] = "records made before protocols existed were all strict"
         if "seeds_requested" not in rec:
             rec["seeds_requested"] = list(config.get("seeds") or [rec["seed"]])
         if not changes:
