@@ -226,9 +226,10 @@ def test_single_cells_and_the_table_share_records_dry_run_and_report(tmp_path):
                                          "size.ratio=0.1 dataset.family=lp_field dataset.n=30 "
                                          "'seeds=[0,1]'")
     md = (out / "table5.md").read_text()
-    assert "### Commands" in md and by["svd"]["command"] in md
-    svd_rows = [line for line in md.split("### Commands")[0].splitlines() if line.startswith("| svd")]
-    assert svd_rows and all("*" not in line.replace("**", "") for line in svd_rows)  # 1 seed: enough
+    assert by["svd"]["command"] in md  # each row shows the command that reproduces it
+    svd_rows = [line for line in md.splitlines() if line.startswith("| SVD")]
+    assert svd_rows and all("*" not in line.replace("**", "").split("`")[0]
+                            for line in svd_rows)  # 1 seed: enough
 
     # the reproduced command of a row writes no new record either
     again = riembench(shlex.split(by["nystroem"]["command"])[1:], tmp_path, store)
@@ -282,7 +283,9 @@ def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_asi
     assert done.superseded == [str(folder / "bbbb.json")]  # the older one
     (kept,) = list(folder.glob("*.json"))
     rec = json.loads(kept.read_text())
-    assert rec["key"] == kept.stem == run_key(config, 0)
+    # a record made before protocols existed was fitted strictly, and is keyed as such now
+    assert rec["config"]["protocol"]["name"] == "strict"
+    assert rec["key"] == kept.stem == run_key(rec["config"], 0) != run_key(config, 0)
     assert rec["deterministic"] is True and rec["seeds_requested"] == [0, 1, 2]
     assert rec["migrated"]["from_key"] == "aaaa" and rec["created_at"] == "2026-01-02"
     assert (tmp_path / "runs" / ".superseded" / "table5" / "bbbb.json").is_file()

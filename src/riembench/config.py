@@ -177,8 +177,12 @@ help_schemas.register()  # conf/config.yaml's search path names it
 # the user's config folder (~/.config/riembench) is in the search path whether or not it exists
 warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=.*riembench "
                         r"is not available")
-ConfigStore.instance().store(group="table", name="plan_schema", node=PlanConfig, package="plan")
-ConfigStore.instance().store(group="backbone", name="none_schema", node=BackboneConfig)
+
+
+def register_plan_schema() -> None:
+    """The schema the plans in conf/table/ inherit; stored with the registries' schemas
+    (riembench.help_schemas), so help and completion do not list it as a table."""
+    ConfigStore.instance().store(group="table", name="plan_schema", node=PlanConfig, package="plan")
 
 
 def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:

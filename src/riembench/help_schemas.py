@@ -63,6 +63,9 @@ def import_registries() -> None:
     import riembench.data
     import riembench.methods
     import riembench.size  # noqa: F401
+    from riembench.config import register_plan_schema
+
+    register_plan_schema()
 
 
 def register() -> None:

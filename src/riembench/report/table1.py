@@ -107,7 +107,7 @@ def _block(row: Any) -> Text:
 def _ours(row: Any) -> Text:
     show = fmt.shows_std(row.ours_std, row.ours_mean, row.n_selected,
                          getattr(row, "deterministic", None))
-    few = too_few_seeds(row.deterministic, row.n_selected, row.n_failed, K)
+    few = too_few_seeds(getattr(row, "deterministic", False), row.n_selected, row.n_failed, K)
     return fmt.mean_std(row.ours_mean, row.ours_std, show) + fmt.marks(few=few)
 
 

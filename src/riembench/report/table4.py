@@ -194,7 +194,8 @@ def _method(row: Any) -> Text:
     name = fmt.method_name(row.paper_method, row.variant, row.protocol)
     if row.paper_only:
         return name + " (paper only: needs data)"
-    return name + fmt.marks(few=too_few_seeds(row.deterministic, row.n_selected, row.n_failed, K))
+    few = too_few_seeds(getattr(row, "deterministic", False), row.n_selected, row.n_failed, K)
+    return name + fmt.marks(few=few)
 
 
 def _cells(row: Any) -> list[Text]:
