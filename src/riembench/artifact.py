@@ -26,6 +26,7 @@ Every metadata byte and the safetensors header count in the measured size.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -50,6 +51,8 @@ from riembench.packing import (
     module_spec,
 )
 from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant
+
+log = logging.getLogger("riembench")
 
 FORMAT = "riembench-artifact-v1"
 SUFFIX = ".safetensors"
@@ -244,7 +247,11 @@ def artifact_cost(model: nn.Module, path: str | Path, info: dict[str, Any], laye
     """Write the artifact and return its measured size for a record: ``stored_bytes`` /
     ``stored_mb`` (decimal) / ``stored_mib`` are the file on disk, ``artifact_mb`` the same in
     the tables' column, ``formula_*`` the bit count of :mod:`riembench.cost` beside it."""
-    size = save_artifact(model, path, info, layers, reference, meta)
+    try:
+        size = save_artifact(model, path, info, layers, reference, meta)
+    except ArtifactError as exc:  # the seed is finished: keep it, say why it has no artifact
+        log.warning("no artifact for %s: %s", path, exc)
+        return {"artifact_error": str(exc)}
     out: dict[str, Any] = {"artifact_path": str(path), "artifact_bytes": size,
                            "artifact_mb": size / 1e6, "artifact_mib": size / 2 ** 20,
                            "stored_bytes": size, "stored_mb": size / 1e6,

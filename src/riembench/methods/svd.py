@@ -185,9 +185,16 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
         info: dict[str, Any] = {"ranks": ranks, "kept_dense": dense, "stored_weights": stored,
                                 "budget": job.size.budget, "dtype": self.cfg.dtype}
         if self.cfg.w_bits is not None and self.cfg.w_bits < 32:
-            info["w_bits"] = self.cfg.w_bits
+            # layers kept dense are stored at the same bits (per output channel) as the factors
+            for name in dense:
+                weight = get_module(model, name).weight
+                with torch.no_grad():
+                    weight.copy_(quantize_tensor(weight, self.cfg.w_bits, per_channel=True,
+                                                 symmetric=False, axis=0))
+            info.update({"w_bits": self.cfg.w_bits, "per_channel": True, "symmetric": False})
             info["bits_by_param"] = {f"{n}.{i}.weight": self.cfg.w_bits for n in ranks
                                      for i in (0, 1)}
+            info["bits_by_param"].update({f"{n}.weight": self.cfg.w_bits for n in dense})
         return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]
 
 
