@@ -117,7 +117,7 @@ def test_artifact_is_the_formula_size_plus_small_overhead(tmp_path, case):
     if case == "prune_sparse":
         formula_bytes = None
     size = save_artifact(out.model, tmp_path / "a.safetensors", out.info, layers, resnet9())
-    tensors, meta = read_artifact(tmp_path / "a.safetensors")
+    tensors, _ = read_artifact(tmp_path / "a.safetensors")
     payload = sum(t.numel() * t.element_size() for t in tensors.values())
     assert payload < size < payload + 64 * 1024  # header + metadata: bounded
     if formula_bytes is not None:
@@ -138,10 +138,11 @@ def test_bit_packing_round_trips_and_takes_ceil_bits_over_8_bytes(bits):
     assert torch.equal(unpack_bits(packed, bits, 1001), codes)
 
 
-@pytest.mark.parametrize("kw", [dict(per_channel=False, symmetric=False),
-                                dict(per_channel=True, symmetric=False),
-                                dict(per_channel=True, symmetric=True),
-                                dict(per_channel=True, symmetric=False, axis=-1, exact_zero=False)])
+@pytest.mark.parametrize("kw", [{"per_channel": False, "symmetric": False},
+                                {"per_channel": True, "symmetric": False},
+                                {"per_channel": True, "symmetric": True},
+                                {"per_channel": True, "symmetric": False, "axis": -1,
+                                 "exact_zero": False}])
 def test_codes_decode_to_the_fake_quantized_tensor(kw):
     x = torch.randn(12, 9, generator=torch.Generator().manual_seed(0))
     axis = kw.pop("axis", 0)

@@ -9,13 +9,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from riembench.artifact import load_artifact, read_artifact
 from riembench.backbones.lenet5 import LeNet5
 from riembench.data.images import DigitsConfig, build_digits
-from riembench.evaluate import accuracy, predict
 from riembench.errors import RiembenchError
+from riembench.evaluate import accuracy, predict
 from riembench.methods.riem import RiemConfig
 from riembench.methods.svd import SvdConfig
 from riembench.network import select_layers

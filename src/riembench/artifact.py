@@ -202,7 +202,7 @@ def read_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             header = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (not a dict)
-    except Exception as exc:  # noqa: BLE001  (safetensors raises several types)
+    except Exception as exc:
         raise ArtifactError(f"could not read artifact {path}: {exc}") from exc
     if header.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a riembench artifact ({FORMAT})")

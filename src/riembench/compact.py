@@ -24,8 +24,15 @@ from torch.nn import functional as F
 from riembench.errors import RiembenchError
 from riembench.fit import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
 from riembench.network import set_module
-from riembench.packing import Packed, PackedLayer, build_module, decode, encode_float, \
-    encode_uniform, module_spec
+from riembench.packing import (
+    Packed,
+    PackedLayer,
+    build_module,
+    decode,
+    encode_float,
+    encode_uniform,
+    module_spec,
+)
 from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant, quantize_tensor
 
 #: embedding classes a compact checkpoint may name (and how to rebuild them)
