@@ -50,7 +50,8 @@ def quant_cell(budget_name: str) -> list[str]:
 
 
 def sized_cells(budget_name: str, budget_bytes: float, model: Any, layers: list[str],
-                fit_steps: int | None, seeds: list[int]) -> dict[str, list[str]]:
+                fit_steps: int | None, seeds: list[int], riem_init: str | None = None
+                ) -> dict[str, list[str]]:
     """Override lists of one budget's other rows, each aimed at ``budget_bytes`` on disk."""
     bits = BUDGETS[budget_name]
     one = ["seeds=[0]"]
@@ -64,7 +65,8 @@ def sized_cells(budget_name: str, budget_bytes: float, model: Any, layers: list[
         "svd": ["method=svd", "method.w_bits=8", *sized, *one],
         "prune": ["method=prune", "method.mode=unstructured", f"method.ratio={ratio:.6f}", *one],
         "lpnorm": ["method=lpnorm", "method.w_bits=8", "method.a_bits=16", *sized, *fitted],
-        "riem": ["method=riem", "method.w_bits=8", "method.a_bits=16", *sized, *fitted],
+        "riem": ["method=riem", "method.w_bits=8", "method.a_bits=16", *sized, *fitted,
+                 *([f"method.init={riem_init}"] if riem_init else [])],
     }
     return {k: [*r, f"method.label={budget_name}"] for k, r in rows.items()}
 
@@ -82,7 +84,8 @@ def _probe(row: list[str]) -> list[str]:
 
 
 def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds: list[int],
-             threads: int = 1) -> None:
+             threads: int = 1, riem_init: str | None = None, only: list[str] | None = None
+             ) -> None:
     """Run every cell: per backbone and budget, quantization first; its artifact's bytes then
     size every other row. What no formula budgets (scales, ranges, header) is measured by a
     probe of the same cell (one seed, one fit step, in a scratch store) and taken off the
@@ -115,9 +118,10 @@ def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds
             for budget_name in BUDGETS:
                 outcome = run(compose("config", [*ov, *quant_cell(budget_name)]))
                 budget = _artifact_bytes(RunStore(store_root), outcome.table, backbone, budget_name)
-                rows = sized_cells(budget_name, budget, model, layers, fit_steps, seeds)
-                run(compose("config", [*ov, *rows["dfq"]]))
-                for name in SIZED:
+                rows = sized_cells(budget_name, budget, model, layers, fit_steps, seeds, riem_init)
+                if not only or "dfq" in only:
+                    run(compose("config", [*ov, *rows["dfq"]]))
+                for name in [n for n in SIZED if not only or n in only]:
                     where = Path(scratch) / f"{backbone}-{budget_name}-{name}"  # one probe each
                     probed = run(compose("config", [*base, f"backbone={backbone}", *extra,
                                                     f"store.root={where}", *_probe(rows[name])]))
@@ -125,7 +129,8 @@ def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds
                     aimed = budget - max(over, 0)
                     log.info("%s %s %s: budget %d bytes, probe %+d, aimed at %d", backbone,
                              budget_name, name, budget, over, aimed)
-                    row = sized_cells(budget_name, aimed, model, layers, fit_steps, seeds)[name]
+                    row = sized_cells(budget_name, aimed, model, layers, fit_steps, seeds,
+                                      riem_init)[name]
                     run(compose("config", [*ov, *row]))
 
 
@@ -161,11 +166,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="RieM / Lp-norm fit steps (default: the method configs')")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--riem-init", default=None,
+                        help="RieM start (default: the method config's); svd suits short fits")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated rows to run besides quantization (e.g. riem)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.action == "run":
         run_plan(str(Path(args.store).resolve()), args.backbones.split(","), args.fit_steps,
-                 [int(s) for s in args.seeds.split(",")], args.threads)
+                 [int(s) for s in args.seeds.split(",")], args.threads, args.riem_init,
+                 args.only.split(",") if args.only else None)
     from riembench.report.tables import write_table
 
     for path in write_table(NAME, args.store, args.out):

@@ -31,7 +31,7 @@ BACKBONES = ("lenet5", "resnet9")
 #: budget label -> weight bits of the uniform quantization whose artifact defines it
 BUDGETS = {"b4": 4, "b8": 8}
 METHOD_ORDER = ["original", "quant", "dfq", "svd", "prune", "lpnorm", "riem"]
-COLUMNS = ["backbone", "budget", "method", "paper_method", "size", "ours_mean", "ours_std",
+COLUMNS = ["backbone", "budget", "method", "init", "paper_method", "size", "ours_mean", "ours_std",
            "n_seeds", "n_selected", "n_failed", "budget_bytes", "artifact_bytes", "artifact_mb",
            "artifact_mib", "bytes_vs_budget", "formula_bytes", "w_bits", "a_bits", "fit_steps", "width",
            "test_agree", "record_keys", "git_revs"]
@@ -58,7 +58,9 @@ def join_paper(selected: pd.DataFrame) -> pd.DataFrame:
     df["_b"] = df["backbone"].map(lambda b: BACKBONES.index(b) if b in BACKBONES else 9)
     df["_m"] = df["method"].map(lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
     df["_k"] = df["budget"].map(lambda b: list(BUDGETS).index(b) if b in BUDGETS else -1)
-    df = df.sort_values(["_b", "_k", "_m"]).reset_index(drop=True)
+    if "init" not in df:
+        df["init"] = ""
+    df = df.sort_values(["_b", "_k", "_m", "init"]).reset_index(drop=True)
     return df[[c for c in COLUMNS if c in df]]
 
 
@@ -110,7 +112,9 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
             vs = "--" if pd.isna(r.bytes_vs_budget) else f"{r.bytes_vs_budget:.3f}"
             wa = "/".join("32" if pd.isna(b) else str(int(b)) for b in (r.w_bits, r.a_bits))
             budget = r.budget or "--"
-            lines.append(f"| {budget} | {r.method} | {acc} | {r.n_selected}/{r.n_seeds} | {kb} | "
+            init = getattr(r, "init", "")
+            method = r.method + (f" ({init} start)" if isinstance(init, str) and init else "")
+            lines.append(f"| {budget} | {method} | {acc} | {r.n_selected}/{r.n_seeds} | {kb} | "
                          f"{vs} | {wa} |")
         lines.append("")
     path = out / f"{NAME}.md"
@@ -154,7 +158,7 @@ TABLE = register(TableSpec(
     name=NAME,
     record_table=NAME,
     group_cols=("cell.backbone", "cell.method", "cell.variant", "cell.paper_method",
-                "cell.size"),
+                "cell.size", "config.method.init"),
     dev_col="metrics.dev_acc",
     test_col="metrics.test_acc",
     lower_is_better=False,
