@@ -84,8 +84,8 @@ def _probe(row: list[str]) -> list[str]:
 
 
 def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds: list[int],
-             threads: int = 1, riem_init: str | None = None, only: list[str] | None = None
-             ) -> None:
+             threads: int = 1, riem_init: str | None = None, only: list[str] | None = None,
+             budgets: list[str] | None = None) -> None:
     """Run every cell: per backbone and budget, quantization first; its artifact's bytes then
     size every other row. What no formula budgets (scales, ranges, header) is measured by a
     probe of the same cell (one seed, one fit step, in a scratch store) and taken off the
@@ -115,7 +115,7 @@ def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds
             model = load_backbone(typed_group(cfg.backbone, BB), task, "cpu",
                                   typed_group(cfg.dataset, DATASETS)).model
             layers = select_layers(model, "all")
-            for budget_name in BUDGETS:
+            for budget_name in budgets or list(BUDGETS):
                 outcome = run(compose("config", [*ov, *quant_cell(budget_name)]))
                 budget = _artifact_bytes(RunStore(store_root), outcome.table, backbone, budget_name)
                 rows = sized_cells(budget_name, budget, model, layers, fit_steps, seeds, riem_init)
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--riem-init", default=None,
                         help="RieM start (default: the method config's); svd suits short fits")
+    parser.add_argument("--budgets", default=None, help="comma-separated, e.g. b4")
     parser.add_argument("--only", default=None,
                         help="comma-separated rows to run besides quantization (e.g. riem)")
     args = parser.parse_args(argv)
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.action == "run":
         run_plan(str(Path(args.store).resolve()), args.backbones.split(","), args.fit_steps,
                  [int(s) for s in args.seeds.split(",")], args.threads, args.riem_init,
-                 args.only.split(",") if args.only else None)
+                 args.only.split(",") if args.only else None,
+                 args.budgets.split(",") if args.budgets else None)
     from riembench.report.tables import write_table
 
     for path in write_table(NAME, args.store, args.out):

@@ -113,7 +113,9 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
             wa = "/".join("32" if pd.isna(b) else str(int(b)) for b in (r.w_bits, r.a_bits))
             budget = r.budget or "--"
             init = getattr(r, "init", "")
-            method = r.method + (f" ({init} start)" if isinstance(init, str) and init else "")
+            steps = "" if pd.isna(r.fit_steps) else f", {int(r.fit_steps)} steps"
+            method = r.method + (f" ({init} start{steps})" if isinstance(init, str) and init
+                                 else "")
             lines.append(f"| {budget} | {method} | {acc} | {r.n_selected}/{r.n_seeds} | {kb} | "
                          f"{vs} | {wa} |")
         lines.append("")
