@@ -64,6 +64,8 @@ CASES = {
     "riem_w8": ("riem", {"w_bits": 8, "init": "svd"}, 0.1),
     "riem_w16_a16": ("riem", {"w_bits": 16, "a_bits": 16, "init": "svd"}, 0.1),
     "lpnorm_w8": ("lpnorm", {"w_bits": 8}, 0.1),
+    "riem_pruned_w6": ("riem", {"prune_ratio": 0.3, "w_bits": 6, "init": "svd"}, 0.1),
+    "neuron_merge": ("neuron_merge", {"ratio": 0.3}, None),
     "lpnorm_float": ("lpnorm", {}, 0.1),
 }
 
