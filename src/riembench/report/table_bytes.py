@@ -72,7 +72,8 @@ def write_csv(df: pd.DataFrame, out: Path) -> Path:
 
 NOTES = (
     "Top-1 % on the digits test split (mean ± std over the best {k} seeds by dev accuracy; "
-    "deterministic methods: one seed). Every layer compressed. Sizes are each row's packed "
+    "deterministic methods: one seed; a failed (diverged) seed counts in `run`, not in `used`). "
+    "Every layer compressed. Sizes are each row's packed "
     "artifact on disk (safetensors: integer codes packed below a byte, scales, zero points, "
     "header), in kB = 1000 bytes; `vs budget` is that size over the budget, the artifact of "
     "uniform quantization at 4 (b4) or 8 (b8) bits per tensor with 8-bit inputs. DFQ: the same "
@@ -102,7 +103,7 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
         width = part["width"].dropna().unique() if "width" in part else []
         title = backbone + (f" (width {width[0]:g})" if len(width) and width[0] != 1 else "")
         lines += [f"## {title}", "", f"RieM / Lp-norm fit: {_fit_text(part)}.", "",
-                  "| budget | method | top-1 % | seeds | artifact kB | vs budget | bits W/A |",
+                  "| budget | method | top-1 % | seeds used/run | artifact kB | vs budget | bits W/A |",
                   "|:---|:---|---:|---:|---:|---:|:---|"]
         for r in part.itertuples():
             acc = "--" if pd.isna(r.ours_mean) else (
@@ -116,7 +117,8 @@ def write_md(df: pd.DataFrame, out: Path) -> Path:
             steps = "" if pd.isna(r.fit_steps) else f", {int(r.fit_steps)} steps"
             method = r.method + (f" ({init} start{steps})" if isinstance(init, str) and init
                                  else "")
-            lines.append(f"| {budget} | {method} | {acc} | {r.n_selected}/{r.n_seeds} | {kb} | "
+            runs = int(r.n_seeds) + int(0 if pd.isna(r.n_failed) else r.n_failed)
+            lines.append(f"| {budget} | {method} | {acc} | {r.n_selected}/{runs} | {kb} | "
                          f"{vs} | {wa} |")
         lines.append("")
     path = out / f"{NAME}.md"
