@@ -90,8 +90,9 @@ NOTES = (
 
 def _fit_text(df: pd.DataFrame) -> str:
     steps = sorted({int(s) for s in df["fit_steps"].dropna()}) if "fit_steps" in df else []
-    return (f"{'/'.join(map(str, steps))} steps of the default method configs" if steps
-            else "the default method configs")
+    return (f"the default method configs (2000 steps, RieM from the spectral start, Lp-norm from "
+            f"MDS) except where a row says otherwise ({'/'.join(map(str, steps))} steps here)"
+            if steps else "the default method configs")
 
 
 def _row_label(r: Any) -> str:
