@@ -63,14 +63,15 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path):
     mb8 = _mb_for(model, layers, budget=12_000, bits=8)
     mb6 = _mb_for(model, layers, budget=9_000, bits=6)  # after pruning: fewer weights, any budget
 
-    t2 = ["riembench.cli", "-m", "experiment=table2", *common]
+    t2 = ["riembench.cli", "-m", "experiment=table2", *common, "size.unit=mb"]  # _mb_for: 1e6 B
     # the experiment sweeps size.mb over two values: an unsized method must still run once
     _run(t2 + ["method=original", "size.mb=8.36,5.58", "seeds=[0]"], tmp_path, env)
     _run(t2 + ["method=dfq,quant", "method.w_bits=6", "method.a_bits=6", "seeds=[0]"],
          tmp_path, env)
     _run(t2 + ["method=riem", f"size.mb={mb8}", "method.w_bits=8", "method.a_bits=16", *fast],
          tmp_path, env)
-    _run(t2 + ["method=svd", f"size.mb={mb8}", f"method.layers={RIEM_LAYERS}", "seeds=[0]"],
+    _run(t2 + ["method=svd", f"size.mb={mb8}", "method.w_bits=8", f"method.layers={RIEM_LAYERS}",
+               "seeds=[0]"],
          tmp_path, env)
     t3 = ["riembench.cli", "-m", "experiment=table3", *common]
     _run(t3 + ["method=original", "seeds=[0]"], tmp_path, env)
@@ -92,8 +93,10 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path):
         assert r["cost"]["params"] <= 12_000 and r["cost"]["gflops"] > 0
         # the unconverted layers stay float32 (only a whole conversion meets size.mb at 8 bits)
         saved = sum(model.get_submodule(n).weight.numel() for n in layers) * 4 / 1e6
-        stored = original2["cost"]["stored_mb"] - saved + r["cost"]["params"] / 1e6
-        assert r["cost"]["stored_mb"] == pytest.approx(stored, abs=0.01)
+        stored = original2["cost"]["formula_mb"] - saved + r["cost"]["params"] / 1e6
+        assert r["cost"]["formula_mb"] == pytest.approx(stored, abs=0.01)
+        # the artifact on disk is the recorded stored size
+        assert Path(r["cost"]["artifact_path"]).stat().st_size == r["cost"]["stored_bytes"]
     # fidelity to the original's outputs: exact for the original, measured for the others
     assert original2["metrics"]["test_agree"] == 100 and original2["metrics"]["test_out_rel_err"] == 0
     for r in recs["table2"] + recs["table3"]:

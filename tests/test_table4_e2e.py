@@ -133,7 +133,8 @@ def test_small_table4_through_cli_and_reporter(tmp_path):
         assert rec["cost"]["original_model_params"] == n_params
         assert {f"{s}_{m}" for s in ("dev", "test") for m in AP_METRICS} <= set(rec["metrics"])
         if rec["method"] in ("svd", "riem"):  # the size target: numbers at fp32 within size.mb
-            numbers = rec["config"]["size"]["mb"] * 1e6 / 4
+            unit = {"mb": 1e6, "mib": 2 ** 20}[rec["config"]["size"]["unit"]]  # table 4: MiB
+            numbers = rec["config"]["size"]["mb"] * unit / 4
             assert rec["cost"]["model_params"] <= numbers < n_params
         print(rec["method"], rec["config"]["size"].get("mb"), rec["seed"],
               {k: round(v, 2) for k, v in rec["metrics"].items() if k.startswith("test_")})

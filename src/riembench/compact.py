@@ -24,6 +24,15 @@ from torch.nn import functional as F
 from riembench.errors import RiembenchError
 from riembench.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
 from riembench.network import set_module
+from riembench.packing import (
+    Packed,
+    PackedLayer,
+    build_module,
+    decode,
+    encode_float,
+    encode_uniform,
+    module_spec,
+)
 from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant, quantize_tensor
 
 #: embedding classes a compact checkpoint may name (and how to rebuild them)
@@ -53,7 +62,7 @@ def field_from_spec(spec: dict[str, Any]) -> BatchedEmbedding:
     return cls([0], **kwargs)
 
 
-class EmbeddedLayer(nn.Module):
+class EmbeddedLayer(nn.Module, PackedLayer):
     """A Linear or Conv2d whose weight matrix (out, in * kernel) is ``field``'s reconstruction.
 
     ``shares_columns``: the column positions belong to the previous layer of a neuron chain
@@ -126,6 +135,60 @@ class EmbeddedLayer(nn.Module):
     def spec(self) -> dict[str, Any]:
         return {"field": field_spec(self.field), "shares_columns": self.shares_columns,
                 "field_bits": self.field_bits}
+
+    # ---- packed artifact (riembench.artifact) ----------------------------------------------
+
+    pack_kind = "embedded"
+
+    def pack(self) -> Packed:
+        """The embedding as stored: below 32 bits, positions as per-column codes (exact end
+        points, no zero point) and the metric's other tensors as per-tensor codes, the grids of
+        :func:`quantize_embedded`; the read-out and the bias in float32. Shared column positions
+        (``shares_columns``) are the previous layer's rows and are not written again."""
+        packed = Packed(meta={"kind": self.pack_kind, **self.spec(),
+                              "original": module_spec(self._original_skeleton())})
+        readout = set(type(self.field).READOUT)
+        for name, param in self.field.named_parameters(recurse=False):
+            if self.shares_columns and name == "R":
+                continue
+            if self.field_bits >= 32 or name in readout:
+                packed.add(f"field.{name}", encode_float(param))
+            else:
+                per_column = name in POSITIONS
+                packed.add(f"field.{name}", encode_uniform(
+                    param, self.field_bits, per_channel=per_column, symmetric=False, axis=-1,
+                    exact_zero=not per_column))
+        if self.bias is not None:
+            packed.add("bias", encode_float(self.bias))
+        return packed
+
+    @classmethod
+    def unpack(cls, packed: Packed, original: nn.Module | None = None) -> EmbeddedLayer:
+        """Rebuild the layer from :meth:`pack`'s output (not materialized; a layer with
+        ``shares_columns`` gets its column positions from :func:`tie_chain`)."""
+        meta = packed.meta
+        skeleton = build_module(meta["original"]) if original is None else original
+        layer = cls(field_from_spec(meta["field"]), skeleton,
+                    shares_columns=bool(meta["shares_columns"]), field_bits=int(meta["field_bits"]))
+        with torch.no_grad():
+            for name, param in layer.field.named_parameters(recurse=False):
+                key = f"field.{name}"
+                if key in meta:
+                    param.copy_(decode(packed.sub(key)).reshape(param.shape))
+            if layer.bias is not None:
+                layer.bias.copy_(decode(packed.sub("bias")))
+        return layer
+
+    def _original_skeleton(self) -> nn.Module:
+        """A plain layer of the shape this one replaces (what :meth:`unpack` rebuilds on)."""
+        has_bias = self.bias is not None
+        if self.kind == "conv":
+            out_c, in_per_group, kh, kw = self.weight_shape
+            groups = self.conv_args["groups"]
+            return nn.Conv2d(in_per_group * groups, out_c, (kh, kw), bias=has_bias,
+                             **{k: v for k, v in self.conv_args.items()}, device="meta")
+        out_f, in_f = self.weight_shape
+        return nn.Linear(in_f, out_f, bias=has_bias, device="meta")
 
 
 def materialize(model: nn.Module) -> nn.Module:

@@ -1,7 +1,7 @@
 """What a compressed model costs: stored numbers, bytes at their bit-widths, the saved file,
 FLOPs and BOPs, and the paper's own size convention beside them.
 
-Three sizes, because the paper's tables and an honest measurement differ:
+Four sizes, because the paper's tables and an honest measurement differ:
 
 * ``stored_bytes``: every persistent tensor (parameters and persistent buffers such as BN
   running statistics; non-persistent buffers, e.g. a materialized RieM weight, never count) at
@@ -10,8 +10,12 @@ Three sizes, because the paper's tables and an honest measurement differ:
   their dtype's width. A module with a ``stored_numel() -> int`` method (RieM/Lp-norm layers)
   reports its own count, and its tensors are not counted again; one that also has
   ``stored_bits() -> float`` reports its own bits (an 8-bit embedding with a 32-bit bias).
-* ``file_bytes``: the size of ``torch.save(model.state_dict())`` written to a temporary file:
-  the artifact this project actually saves (a fake-quantized model is still a float file).
+* ``file_bytes``: the size of ``torch.save(model.state_dict())`` written to a temporary file
+  (a fake-quantized model is still a float file there).
+* the packed artifact (:mod:`riembench.artifact`): what the model stores, at its bit-widths, on
+  disk. A run records *that* as its stored size (``cost.stored_bytes`` / ``stored_mb``) and
+  keeps ``stored_bytes`` of this module beside it as ``formula_bytes`` / ``formula_mb``: the
+  difference is what a formula leaves out (scales, zero points, ranges, the file header).
 * the paper's convention (``paper_tables/README.md``): an "original" row is the size of the
   torchvision checkpoint file in decimal MB (:func:`paper_original_mb`), a b-bit row is that
   size in MiB times b / 32 (:func:`paper_quantized_mb`).

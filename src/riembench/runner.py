@@ -30,6 +30,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from riembench.artifact import SUFFIX as ARTIFACT_SUFFIX
+from riembench.artifact import artifact_cost
 from riembench.backbones import BACKBONES, backbone_label, eval_preprocessing, load_backbone
 from riembench.config import ProtocolConfig, typed_group
 from riembench.cost import model_cost
@@ -55,7 +57,7 @@ from riembench.methods.base import (
 )
 from riembench.network import select_layers
 from riembench.quantize import input_range_of
-from riembench.size import SIZES, describe, matrix_budget, network_target
+from riembench.size import SIZES, describe, matrix_budget, network_target, resolve_bits
 from riembench.store import CLAIMS, TRASH, Claim, RunRecord, RunStore, StoreError, run_key
 from riembench.tracking import CellTracker, cell_tracker
 from riembench.validate import check_run_settings
@@ -141,7 +143,10 @@ def plan_cell(cfg: DictConfig) -> CellPlan:
     size_cfg = typed_group(cfg.size, SIZES)
     backbone_cfg = typed_group(cfg.backbone, BACKBONES)
     protocol = _protocol(cfg)
+    resolve_bits(size_cfg, method_cfg, getattr(METHODS.get(method_cfg.name), "needs_size", True))
     container = resolved_container(cfg)
+    if getattr(size_cfg, "bits", None) is not None:  # resolved from the method (riembench.size)
+        container["size"]["bits"] = size_cfg.bits
     builder = DATASETS.get(dataset_cfg.name)
     table = cfg.table or getattr(builder, "table", dataset_cfg.name)
     if table not in known_tables():
@@ -436,6 +441,9 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         compressed = out.model
         cost.update(network_cost(compressed, layers))
         cost.update(model_size_and_flops(compressed, example, out.info))
+        cost.update(artifact_cost(compressed, ctx.store.root / ctx.table / "artifacts" /
+                                  f"{ctx.keys[seed]}{ARTIFACT_SUFFIX}", out.info, layers,
+                                  loaded.model, cell, cost.get("stored_bytes")))
         eval_start = time.perf_counter()
         compressed.to(ctx.device)
         record.metrics = {f"{split}_{name}": value for split in ("dev", "test")

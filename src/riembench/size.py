@@ -9,9 +9,13 @@ so that "equal size" means the same thing in every row of a table:
   (table 1 states FC sizes this way: "6.3K"); the weights' budget is what is left after the
   biases, which every method keeps as they are.
 * ``dims``: explicit dimensions (d, d_mu, shifts, heads); checked, not solved.
-* ``mb``: a whole-model size in (decimal) megabytes at a bit-width (tables 2-4 state sizes
-  this way); everything the method does not compress (biases, other layers, BatchNorm
-  statistics) is counted at the same bit-width.
+* ``mb``: a whole-model size at a bit-width (tables 2-4 state sizes this way), in the unit
+  ``size.unit`` names: ``mb`` decimal megabytes (1e6 bytes, the default) or ``mib`` (2**20
+  bytes: the paper's table 2 and 4 sizes, whose quantized rows are the fp32 size in MiB x
+  bits / 32). Everything the method does not compress (biases, other layers, BatchNorm
+  statistics) is counted at the same bit-width. ``size.bits`` has one source of truth, the
+  method's storage bits (its ``w_bits``; 32 when unset, i.e. float32 numbers):
+  :func:`resolve_bits` fills an unset ``size.bits`` from it and refuses a different one.
 
 An impossible setting raises :class:`~riembench.errors.ImpossibleBudget` before any fitting.
 """
@@ -76,22 +80,77 @@ class DimsSizeConfig:
             check_number(shift, "size.shifts entry", low=0)
 
 
+#: bytes per unit of a whole-model size (``size.unit``)
+UNIT_BYTES = {"mb": 1e6, "mib": float(2 ** 20)}
+
+
 @dataclass
 class MbSizeConfig:
-    """A whole-model size: ``mb`` decimal megabytes with every stored number at ``bits``."""
+    """A whole-model size: ``mb`` units (``unit``: decimal MB or MiB) with every stored number
+    at ``bits`` (null: the method's storage bits, see :func:`resolve_bits`)."""
 
     name: str = "mb"
     mb: float = 5.0
-    bits: int = 8
+    unit: str = "mb"
+    bits: int | None = None
 
     def __post_init__(self) -> None:
         check_number(self.mb, "size.mb", low=0, low_open=True)
-        check_number(self.bits, "size.bits", low=1, high=32)
+        if self.bits is not None:
+            check_number(self.bits, "size.bits", low=1, high=32)
+        if self.unit not in UNIT_BYTES:
+            raise RiembenchError(f"size.unit must be one of {', '.join(UNIT_BYTES)} (decimal MB "
+                                 f"or MiB), got '{self.unit}'")
+
+    @property
+    def bytes(self) -> float:
+        return self.mb * UNIT_BYTES[self.unit]
+
+
+@dataclass
+class BytesSizeConfig:
+    """An artifact size: ``bytes`` bytes on disk for the whole packed model (equal-bytes
+    tables). The compressed weights get what the rest takes as it is actually stored (biases,
+    BatchNorm statistics and uncompressed layers at their own dtype) leaves, at ``bits`` each
+    (null: the method's storage bits); scales, zero points and the file header are not
+    budgeted, so the measured artifact (the record's ``stored_bytes``) sits a little above."""
+
+    name: str = "bytes"
+    bytes: int = 100_000
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        check_number(self.bytes, "size.bytes", low=1)
+        if self.bits is not None:
+            check_number(self.bits, "size.bits", low=1, high=32)
 
 
 for _name, _schema in (("ratio", RatioSizeConfig), ("params", ParamsSizeConfig),
-                       ("dims", DimsSizeConfig), ("mb", MbSizeConfig)):
+                       ("dims", DimsSizeConfig), ("mb", MbSizeConfig),
+                       ("bytes", BytesSizeConfig)):
     SIZES.register(_name, _schema)(_schema)
+
+
+def resolve_bits(size_cfg: Any, method_cfg: Any, needs_size: bool = True) -> None:
+    """Make ``size.bits`` agree with the method's storage bits, in place, before any work.
+
+    The method's ``w_bits`` is the one source of truth (unset: the method stores float32, 32
+    bits): an unset ``size.bits`` takes it, a different one is an error, since the budget in
+    numbers would silently be wrong (svd under ``size.bits=8`` would get four times the
+    numbers its float32 factors can store in the bytes). Unsized methods ignore the size.
+    """
+    if getattr(size_cfg, "name", None) not in ("mb", "bytes") or not needs_size:
+        return
+    w_bits = getattr(method_cfg, "w_bits", None)  # only the methods that store below 32 bits have it
+    method_bits = 32 if w_bits is None else int(w_bits)
+    if size_cfg.bits is None:
+        size_cfg.bits = method_bits
+    elif int(size_cfg.bits) != method_bits:
+        what = f"method.w_bits={w_bits}" if w_bits is not None else "float32 (method.w_bits unset)"
+        raise RiembenchError(
+            f"size.bits={size_cfg.bits} but method '{method_cfg.name}' stores its numbers at "
+            f"{method_bits} bits ({what}): leave size.bits unset (it follows the method), or set "
+            f"size.bits={method_bits}, or method.w_bits={size_cfg.bits} where the method has it")
 
 
 def matrix_budget(size_cfg: Any, shape: tuple[int, int], check: bool = True) -> int:
@@ -131,14 +190,26 @@ def network_target(size_cfg: Any, model: nn.Module, layers: list[str]) -> SizeTa
         # everything stored but the compressed weights: biases, the uncompressed layers, and
         # persistent buffers (BatchNorm statistics), as riembench.cost counts the stored size
         total = stored_tensors(model)[1]
-        numbers = int(size_cfg.mb * 1e6 * 8 / size_cfg.bits)
+        if size_cfg.bits is None:
+            raise RiembenchError("size.bits is unset: call resolve_bits(size, method) first")
+        numbers = int(size_cfg.bytes * 8 / size_cfg.bits)
         budget = numbers - (total - weights)
         target = SizeTarget(budget, bits=int(size_cfg.bits),
                             note=f"{desc}: {numbers} numbers, {total - weights} outside the "
                                  "compressed weights (buffers included)")
+    elif size_cfg.name == "bytes":
+        if size_cfg.bits is None:
+            raise RiembenchError("size.bits is unset: call resolve_bits(size, method) first")
+        # the rest as the artifact stores it: every persistent tensor at its dtype's width
+        rest_bytes = (stored_tensors(model)[2] - 32 * weights) / 8
+        budget = int((size_cfg.bytes - rest_bytes) * 8 / size_cfg.bits)
+        target = SizeTarget(budget, bits=int(size_cfg.bits),
+                            note=f"{desc}: {rest_bytes:.0f} bytes outside the compressed weights, "
+                                 f"{budget} numbers at {size_cfg.bits} bits for them (scales and "
+                                 "header not budgeted)")
     else:
         raise RiembenchError(f"unknown size '{size_cfg.name}'; known: {', '.join(SIZES.names())}")
-    if target.budget is not None and size_cfg.name != "mb" and target.budget >= weights:
+    if target.budget is not None and size_cfg.name not in ("mb", "bytes") and target.budget >= weights:
         raise ImpossibleBudget(f"size {desc} allows {target.budget} numbers for {weights} dense "
                                f"weights of {len(layers)} layer(s): that is no compression (the "
                                "target is at least the original size)")

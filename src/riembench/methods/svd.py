@@ -30,6 +30,8 @@ from riembench.methods.base import (
     PerSeedMatrixMethod,
 )
 from riembench.network import get_module, matrix_shape, set_module, weight_matrix
+from riembench.packing import Packed, PackedLayer, UniformWeight, build_module, module_spec
+from riembench.quantize import quantize_tensor
 
 SOLVERS = ("auto", "exact", "lowrank")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -58,8 +60,13 @@ class SvdConfig(MethodConfig):
     #: ranks by singular-value energy per stored number) or "proportional" (each layer's budget
     #: share follows its dense size); all data-free
     allocation: str = "uniform"
+    #: networks: bits the factors are stored at (per output channel, asymmetric min/max, the
+    #: grid of riembench.quantize), e.g. 8 for "SVD with int8 factors"; null keeps float32
+    w_bits: int | None = None
 
     def __post_init__(self) -> None:
+        if self.w_bits is not None and not 2 <= self.w_bits <= 32:
+            raise RiembenchError(f"svd w_bits must be in 2..32 or null, got {self.w_bits}")
         if self.solver not in SOLVERS:
             raise RiembenchError(f"svd solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
         if self.dtype not in DTYPES:
@@ -167,13 +174,27 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
             solver = self.resolve_solver(m, n, rank)
             work = weight_matrix(module).to(dtype=DTYPES[self.cfg.dtype], device=job.device)
             left, right = truncated_svd(work, rank, solver, self.cfg.niter, self.cfg.oversample)
-            set_module(model, name, factorized_layer(module, left, right))
+            pair = factorized_layer(module, left, right)
+            if self.cfg.w_bits is not None and self.cfg.w_bits < 32:
+                pair.quantize_factors(self.cfg.w_bits)
+            set_module(model, name, pair)
             ranks[name] = rank
         stored = sum(svd_params(*matrix_shape(get_module(job.model, n)), r)
                      for n, r in ranks.items())
         stored += sum(get_module(job.model, n).weight.numel() for n in dense)
         info: dict[str, Any] = {"ranks": ranks, "kept_dense": dense, "stored_weights": stored,
                                 "budget": job.size.budget, "dtype": self.cfg.dtype}
+        if self.cfg.w_bits is not None and self.cfg.w_bits < 32:
+            # layers kept dense are stored at the same bits (per output channel) as the factors
+            for name in dense:
+                weight = get_module(model, name).weight
+                with torch.no_grad():
+                    weight.copy_(quantize_tensor(weight, self.cfg.w_bits, per_channel=True,
+                                                 symmetric=False, axis=0))
+            info.update({"w_bits": self.cfg.w_bits, "per_channel": True, "symmetric": False})
+            info["bits_by_param"] = {f"{n}.{i}.weight": self.cfg.w_bits for n in ranks
+                                     for i in (0, 1)}
+            info["bits_by_param"].update({f"{n}.weight": self.cfg.w_bits for n in dense})
         return [CompressedNet(copy.deepcopy(model), copy.deepcopy(info)) for _ in job.seeds]
 
 
@@ -309,7 +330,56 @@ def plan_ranks(model: nn.Module, layers: list[str], budget: int | None,
     return plan, dense
 
 
-def factorized_layer(module: nn.Module, left: torch.Tensor, right: torch.Tensor) -> nn.Sequential:
+class FactorizedLayer(nn.Sequential, PackedLayer):
+    """A rank-r factor pair (``first`` then ``second``, see :meth:`SvdMethod.compress`); keeps
+    nn.Sequential's state-dict keys (``name.0.weight``, ``name.1.weight``)."""
+
+    pack_kind = "factorized"
+
+    def __init__(self, first: nn.Module, second: nn.Module, factor_bits: int = 32) -> None:
+        super().__init__(first, second)
+        #: bits the two factor weights are stored at (32: float)
+        self.factor_bits = int(factor_bits)
+
+    @torch.no_grad()
+    def quantize_factors(self, bits: int) -> None:
+        """Round both factors to ``bits`` bits per output channel (asymmetric, exact zero)."""
+        for factor in self:
+            factor.weight.copy_(quantize_tensor(factor.weight, bits, per_channel=True,
+                                                symmetric=False, axis=0))
+        self.factor_bits = int(bits)
+
+    def pack(self) -> Packed:
+        packed = Packed(meta={"kind": self.pack_kind, "factor_bits": self.factor_bits,
+                              "factors": [module_spec(f) for f in self]})
+        for i, factor in enumerate(self):
+            if self.factor_bits < 32:
+                packed.add(str(i), UniformWeight(self.factor_bits, per_channel=True).pack(factor))
+            else:
+                packed.add(str(i), _float_layer(factor))
+        return packed
+
+    @classmethod
+    def unpack(cls, packed: Packed, original: nn.Module | None = None) -> FactorizedLayer:
+        first, second = (build_module(spec) for spec in packed.meta["factors"])
+        layer = cls(first, second, int(packed.meta["factor_bits"]))
+        fmt = UniformWeight(layer.factor_bits, per_channel=True)
+        for i, factor in enumerate(layer):
+            fmt.unpack(packed.sub(str(i)), factor)
+        return layer.eval()
+
+
+def _float_layer(module: nn.Module) -> Packed:
+    from riembench.packing import encode_float
+
+    packed = Packed(meta={"kind": "float"})
+    packed.add("weight", encode_float(module.weight))
+    if module.bias is not None:
+        packed.add("bias", encode_float(module.bias))
+    return packed
+
+
+def factorized_layer(module: nn.Module, left: torch.Tensor, right: torch.Tensor) -> FactorizedLayer:
     """Two layers computing ``left @ right`` in place of ``module``'s weight (see compress)."""
     weight = module.weight
     kwargs = {"dtype": weight.dtype, "device": weight.device}
@@ -333,7 +403,7 @@ def factorized_layer(module: nn.Module, left: torch.Tensor, right: torch.Tensor)
         second.weight.copy_(second_w.to(**kwargs))
         if has_bias:
             second.bias.copy_(module.bias.detach())
-    return nn.Sequential(first, second).train(module.training)
+    return FactorizedLayer(first, second).train(module.training)
 
 
 def _rel_mse(target: torch.Tensor, approx: torch.Tensor) -> float:

@@ -13,7 +13,7 @@ Public API: :func:`write_table` (render one table; used by the CLI and the runne
 :func:`load_paper_table`, and the spec registry :data:`TABLES` / :func:`register`.
 """
 
-from riembench.report import imagenet, table1, table4, table5  # noqa: F401  (each registers)
+from riembench.report import imagenet, table1, table4, table5, table_bytes  # noqa: F401  (each registers)
 from riembench.report.paper import load_paper_table
 from riembench.report.select import select_top_k
 from riembench.report.tables import TABLES, NoRecords, TableSpec, build_table, register, write_table

@@ -7,8 +7,8 @@ which differ only in the columns a table shows (:class:`ImageNetTable`).
 
 Each row is one (backbone, dataset, method, size) cell: our top-1 on the test split (mean over
 the best 3 seeds by dev top-1; one seed for deterministic methods) with the *measured* cost of
-the compressed model (``stored_mb``: every stored number at its own bit-width, from
-``riembench.cost``; ``gflops``: fvcore's multiply-adds) beside the paper's row at the same
+the compressed model (``stored_mb``: its packed artifact on disk, ``riembench.artifact``;
+``formula_mb`` the bit count of ``riembench.cost``; ``gflops``: fvcore's multiply-adds) beside the paper's row at the same
 setting. A paper row is matched only at the same setting, never the nearest one:
 
 * the original with the original;
@@ -54,6 +54,9 @@ EXTRAS: dict[str, tuple[str, Any]] = {
     "params": ("cost.params", "max"),
     "total_params": ("cost.total_params", "max"),
     "stored_mb": ("cost.stored_mb", "max"),
+    "artifact_mb": ("cost.artifact_mb", "max"),  # the packed artifact on disk (docs/sizes.md)
+    "formula_mb": ("cost.formula_mb", "max"),
+    "size_unit": ("config.size.unit", "first"),
     "file_mb": ("cost.file_mb", "max"),
     "gflops": ("cost.gflops", "max"),
     "size_mb": ("config.size.mb", "first"),
@@ -261,15 +264,15 @@ def _block(row: Any) -> Text:
 
 
 NOTE = ("Ours: top-1 on the test split, mean ± std over the best {k} seeds by dev top-1 (one "
-        "seed, no std, for deterministic methods). MB (ours): the stored size we measured, every "
-        "stored number at its own bit-width (decimal MB); MB (paper): the paper's figure at the "
-        "matched setting. Original's top-1 (library): what the starting model's library "
-        "publishes for its weights (torchvision's metadata, pytorchcv's model table). Δ: minus "
-        "the original of the same block. A block on data other than ImageNet-1k (a test "
-        "fixture) compares different tasks: read the Δ columns. *: failed seeds or fewer than "
-        "{k} usable seeds (see {name}.csv). Rows marked dev-guided let dev top-1 pick each "
-        "seed's checkpoint during the fit (the paper's protocol); the others fit the weights "
-        "only.")
+        "seed, no std, for deterministic methods). MB (ours): the packed artifact's size on "
+        "disk, in decimal MB (`stored_mb`; docs/sizes.md); MB (paper): in the paper's unit "
+        "(table 2: MiB, table 3: decimal MB), the paper's figure at the matched setting. "
+        "Original's top-1 (library): what the starting model's library publishes for its "
+        "weights (torchvision's metadata, pytorchcv's model table). Δ: minus the original of "
+        "the same block. A block on data other than ImageNet-1k (a test fixture) compares "
+        "different tasks: read the Δ columns. *: failed seeds or fewer than {k} usable seeds "
+        "(see {name}.csv). Rows marked dev-guided let dev top-1 pick each seed's checkpoint "
+        "during the fit (the paper's protocol); the others fit the weights only.")
 
 
 def presenter(table: ImageNetTable) -> Callable[[pd.DataFrame], Presentation]:

@@ -13,8 +13,8 @@ from all seeds of the cell, so the spec collects each cell's record keys and met
 (in the same row order) and :func:`join_paper` averages the selected keys' values.
 
 Sizes: ``size`` / ``size_mb`` are the *setting* (the target a run was given); ``stored_mb`` is
-what :mod:`riembench.cost` measured on the compressed model (``cost.stored_mb``: every stored
-tensor at its bit-width, frozen BatchNorm buffers included), so a reader sees both the target
+the packed artifact on disk (``cost.stored_mb``, :mod:`riembench.artifact`; ``cost.formula_mb``
+is the bit count: every stored tensor at its bit-width, frozen BatchNorm buffers included), so a reader sees both the target
 and what was actually stored. Records written before the runner recorded it show "--".
 
 A paper row is matched only at the same setting: the original with the original, quant with
@@ -44,7 +44,8 @@ METHOD_ORDER = ["original", "t-detr", "quant", "svd", "riem"]
 KEYS = ["backbone", "dataset", "method", "variant", "protocol", "paper_method", "size"]
 SIZE_TOL_MB = 0.05
 K = 3
-COLUMNS = (KEYS + ["paper_only", "size_mb", "size_bits", "w_bits", "stored_mb", "params",
+COLUMNS = (KEYS + ["paper_only", "size_mb", "size_unit", "size_bits", "w_bits", "stored_mb",
+                   "artifact_mb", "params",
                    "model_params", "n_seeds", "n_selected", "n_failed", "selected_seeds",
                    "paper_size_mb", "paper_w_bits"]
            + [f"ours_{m}" for m in METRICS] + ["ours_std_AP"]
@@ -57,6 +58,8 @@ EXTRAS: dict[str, tuple[str, Any]] = {
     "params": ("cost.params", "max"),
     "model_params": ("cost.model_params", "max"),
     "stored_mb": ("cost.stored_mb", "max"),
+    "artifact_mb": ("cost.artifact_mb", "max"),  # the packed artifact on disk (docs/sizes.md)
+    "size_unit": ("config.size.unit", "first"),
     "size_mb": ("config.size.mb", "first"),
     "size_bits": ("config.size.bits", "first"),
     "w_bits": ("config.method.w_bits", "first"),

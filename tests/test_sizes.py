@@ -1,0 +1,101 @@
+"""Size settings: units are explicit (decimal MB vs MiB), size.bits follows the method's storage
+bits or is refused, and a run records the artifact it wrote as its stored size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from riembench.artifact import load_artifact, read_artifact
+from riembench.backbones.lenet5 import LeNet5
+from riembench.data.images import DigitsConfig, build_digits
+from riembench.errors import RiembenchError
+from riembench.evaluate import accuracy, predict
+from riembench.methods.riem import RiemConfig
+from riembench.methods.svd import SvdConfig
+from riembench.network import select_layers
+from riembench.size import MbSizeConfig, network_target, resolve_bits
+
+
+def test_unset_bits_follow_the_method():
+    size = MbSizeConfig(mb=0.1)
+    resolve_bits(size, SvdConfig())
+    assert size.bits == 32  # float32 factors
+    size = MbSizeConfig(mb=0.1)
+    resolve_bits(size, RiemConfig(w_bits=8))
+    assert size.bits == 8
+    size = MbSizeConfig(mb=0.1, bits=8)
+    resolve_bits(size, SvdConfig(w_bits=8))
+    assert size.bits == 8
+
+
+def test_bits_that_disagree_with_the_method_are_refused():
+    with pytest.raises(RiembenchError, match=r"size.bits=8 but method 'svd' stores .* 32 bits"):
+        resolve_bits(MbSizeConfig(mb=0.1, bits=8), SvdConfig())
+    with pytest.raises(RiembenchError, match="method.w_bits=6"):
+        resolve_bits(MbSizeConfig(mb=0.1, bits=8), RiemConfig(w_bits=6))
+    resolve_bits(MbSizeConfig(mb=0.1, bits=8), SvdConfig(), needs_size=False)  # unsized: ignored
+
+
+def test_mib_and_mb_are_different_budgets():
+    model = LeNet5(10, 1, 32)
+    layers = select_layers(model, "all")
+    mb = network_target(MbSizeConfig(mb=0.05, unit="mb", bits=8), model, layers)
+    mib = network_target(MbSizeConfig(mb=0.05, unit="mib", bits=8), model, layers)
+    assert mib.budget - mb.budget == int(0.05 * 2 ** 20) - int(0.05 * 1e6)
+    with pytest.raises(RiembenchError, match="size.unit must be one of mb, mib"):
+        MbSizeConfig(unit="MB")
+
+
+def test_unresolved_bits_cannot_size_a_network():
+    model = LeNet5(10, 1, 32)
+    with pytest.raises(RiembenchError, match="resolve_bits"):
+        network_target(MbSizeConfig(mb=0.05), model, select_layers(model, "all"))
+
+
+def _cli(args, tmp_path, env):
+    proc = subprocess.run([sys.executable, "-m", *args], cwd=tmp_path, env=env, check=False,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_run_records_its_artifact_as_its_stored_size(tmp_path):
+    """Through the CLI on the embedded digits: the record's stored size is the file on disk,
+    the file loads into a LeNet-5 that predicts what the run evaluated, a 4-bit model's file is
+    about an eighth of the float weights, and size=bytes gives a file of about those bytes."""
+    store, cache = tmp_path / "runs", tmp_path / "cache"
+    env = {**os.environ, "RIEMBENCH_STORE": str(store), "RIEMBENCH_CACHE": str(cache),
+           "WANDB_MODE": "disabled"}
+    _cli(["riembench.backbones.train", "backbone=lenet5", "dataset=digits", "train.epochs=1",
+          "train.progress=false", "train.threads=1"], tmp_path, env)
+    common = ["riembench.cli", "backbone=lenet5", "dataset=digits", "table=sizes", "threads=1",
+              "progress=false", "seeds=[0]"]
+    _cli(common + ["method=quant", "method.w_bits=4"], tmp_path, env)
+    _cli(common + ["method=svd", "size=bytes", "size.bytes=30000", "method.w_bits=8"], tmp_path,
+         env)
+    records = {r["method"]: r for r in
+               (json.loads(p.read_text()) for p in (store / "sizes").glob("*.json"))}
+    assert set(records) == {"quant", "svd"}
+    for rec in records.values():
+        cost = rec["cost"]
+        assert os.path.getsize(cost["artifact_path"]) == cost["stored_bytes"] == cost["artifact_bytes"]
+        assert cost["stored_mb"] == cost["stored_bytes"] / 1e6
+        assert cost["stored_mib"] == cost["stored_bytes"] / 2 ** 20
+        assert "formula_mb" in cost
+    assert records["svd"]["config"]["size"]["bits"] == 8  # resolved from method.w_bits
+    # equal bytes: the budget is the file, up to the unbudgeted scales and header
+    assert 0.9 * 30000 <= records["svd"]["cost"]["stored_bytes"] <= 1.1 * 30000
+    fp32_bytes = 4 * sum(p.numel() for p in LeNet5(10, 1, 32).parameters())
+    ratio = records["quant"]["cost"]["stored_bytes"] / fp32_bytes
+    assert 0.12 < ratio < 0.16  # 4 of 32 bits, plus biases, scales and the header
+    _, meta = read_artifact(records["quant"]["cost"]["artifact_path"])
+    assert meta["meta"]["method"] == "quant"
+    assert {v["kind"] for v in meta["layers"].values()} == {"uniform"}
+    loaded = load_artifact(records["quant"]["cost"]["artifact_path"], LeNet5(10, 1, 32))
+    logits, labels = predict(loaded, build_digits(DigitsConfig()).test)
+    assert accuracy(logits, labels) == pytest.approx(records["quant"]["metrics"]["test_acc"])
