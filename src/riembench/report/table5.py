@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from riembench.report import fmt
-from riembench.report.fmt import Text
+from riembench.report.fmt import Text, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.render import Figure, Presentation, renderers, size_points
 from riembench.report.tables import TableSpec, register
@@ -95,7 +95,8 @@ def _cell(row: Any, best: dict) -> Text:
                         scientific=True, std_digits=1)
     if best.get((row.family, int(row.n), float(row.ratio))) == row.ours_mean:
         ours = fmt.bold(ours)
-    return fmt.join([ours + fmt.marks(row.n_failed > 0, row.n_selected < K), fmt.sci(row.paper)])
+    few = too_few_seeds(getattr(row, "deterministic", False), row.n_selected, 0, K)
+    return fmt.join([ours + fmt.marks(row.n_failed > 0, few), fmt.sci(row.paper)])
 
 
 def present(df: pd.DataFrame) -> Presentation:
