@@ -280,4 +280,4 @@ def test_tiny_detr_end_to_end(tmp_path, coco_root):
         assert (out_dir / f"table4.{ext}").is_file()
     text = (out_dir / "table4.md").read_text()
     assert "40.1" in text  # the paper's original DETR AP beside ours
-    assert "| svd |" in text and "| original |" in text
+    assert "| SVD" in text and "| Original" in text

@@ -73,13 +73,13 @@ def test_a_run_records_its_artifact_as_its_stored_size(tmp_path):
            "WANDB_MODE": "disabled"}
     _cli(["riembench.backbones.train", "backbone=lenet5", "dataset=digits", "train.epochs=1",
           "train.progress=false", "train.threads=1"], tmp_path, env)
-    common = ["riembench.cli", "backbone=lenet5", "dataset=digits", "table=sizes", "threads=1",
+    common = ["riembench.cli", "backbone=lenet5", "dataset=digits", "threads=1",
               "progress=false", "seeds=[0]"]
     _cli(common + ["method=quant", "method.w_bits=4"], tmp_path, env)
     _cli(common + ["method=svd", "size=bytes", "size.bytes=30000", "method.w_bits=8"], tmp_path,
          env)
     records = {r["method"]: r for r in
-               (json.loads(p.read_text()) for p in (store / "sizes").glob("*.json"))}
+               (json.loads(p.read_text()) for p in (store / "table1").glob("*.json"))}
     assert set(records) == {"quant", "svd"}
     for rec in records.values():
         cost = rec["cost"]

@@ -87,7 +87,8 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
 
     # a report run logs the table files it wrote as one artifact
     rep = subprocess.run([sys.executable, "-m", "riembench.report", "table5", "--store",
-                          str(store), "--out", str(tmp_path / "tables")], cwd=tmp_path, env=env,
+                          str(store), "--out", str(tmp_path / "tables"), "--all-records"],
+                         cwd=tmp_path, env=env,
                          check=False, capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-3000:]
     (report,) = [r for r in read_runs(wb) if r.job_type == "report"]

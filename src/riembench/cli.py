@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 import riembench.config  # noqa: F401  (stores the top-level schema, registers the help source)
 from riembench.errors import RiembenchError
-from riembench.help_schemas import SUFFIX, SchemaStandIns
+from riembench.help_schemas import SUFFIX, SchemaStandIns, import_registries
 
 #: flags for which Hydra only prints or completes, never runs
 HELP_FLAGS = ("--help", "-h", "--hydra-help", "--shell-completion", "-sc")
@@ -124,6 +124,9 @@ def main() -> None:
         hydra_main()
         return
     os.environ[_MAIN_PID] = str(os.getpid())  # workers inherit it; a nested command sets its own
+    # the schemas the group files inherit, whatever the search path (a user's
+    # hydra.searchpath=[...] replaces the one that would import them)
+    import_registries()
     try:
         from riembench.plan import plan_argv
 

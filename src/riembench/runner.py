@@ -128,11 +128,13 @@ def seeds_to_run(requested: list[int], deterministic: bool) -> list[int]:
 
 
 def known_tables() -> list[str]:
-    """Record folders a run may write to: the tables of the plans in conf/table/ (a name
-    outside this list, e.g. ``../x``, would file records outside the store)."""
+    """Record folders a run may write to: the tables of the plans in conf/table/ and of the
+    registered reports (e.g. equal_bytes, run by its own recipe); a name outside this list,
+    e.g. ``../x``, would file records outside the store."""
     from riembench.plan import record_tables
+    from riembench.report import TABLES
 
-    return record_tables()
+    return sorted(set(record_tables()) | {TABLES.get(n).record_table for n in TABLES.names()})
 
 
 def plan_cell(cfg: DictConfig) -> CellPlan:

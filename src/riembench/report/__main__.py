@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from riembench.errors import RiembenchError
-from riembench.plan import plan_cells
+from riembench.plan import plan_cells, plan_names
 from riembench.report import TABLES, NoRecords, write_table
 from riembench.tracking import log_table_files
 
@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     written, empty = [], []
     for name in wanted:
         try:
-            cells = None if args.all_records else plan_cells(args.plan or name, args.overrides)
+            # a table with no plan (equal_bytes: its own recipe, riembench.equal_bytes) takes
+            # every record of its folder
+            planned = args.plan or (name if name in plan_names() else None)
+            cells = None if args.all_records or planned is None else plan_cells(planned,
+                                                                                  args.overrides)
             paths = write_table(name, args.store, out, cells=cells)
         except NoRecords as exc:
             empty.append(name)
