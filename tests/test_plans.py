@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import riembench.backbones.train
+from riembench.runner import known_tables
 from riembench.cli import config_dir
 from riembench.errors import RiembenchError
 from riembench.plan import (
@@ -89,7 +90,7 @@ def test_every_experiment_composes_with_each_launcher(experiment):
             cfg = compose("config", overrides=[f"experiment={experiment}",
                                                f"hydra/launcher={launcher}"],
                           return_hydra_config=True)
-            assert cfg.table in record_tables() and len(cfg.seeds) == 10
+            assert cfg.table in known_tables() and len(cfg.seeds) == 10
             assert cfg.hydra.launcher._target_.split(".")[-1] in ("JoblibLauncher", "SlurmLauncher")
         assert plan_cell(compose("config", overrides=[f"experiment={experiment}"])).keys
 
