@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e ".[dev,detection,hubs]"
+	$(BIN)/pip install --quiet -e ".[dev,detection,hubs,slurm]"
 	touch $(STAMP)
 
 test: $(STAMP)

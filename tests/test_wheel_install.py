@@ -85,7 +85,7 @@ def test_installed_wheel_runs_a_cell_outside_the_checkout(wheel, tmp_path):
     assert json.loads(records[0].read_text())["metrics"]["test_error"] > 0
     assert "2 records in" in cell.stdout + cell.stderr
     report = _run([str(venv / "bin" / "riembench-report"), "table5", "--store", str(work / "runs"),
-                   "--out", str(work / "tables")], cwd=work, env=env)
+                   "--out", str(work / "tables"), "--all-records"], cwd=work, env=env)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (work / "tables" / "table5.csv").is_file()
 
