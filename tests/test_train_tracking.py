@@ -1,6 +1,7 @@
 """riembench-train logs its training to W&B (offline run files read back) with epoch progress."""
 
 import logging
+import time
 
 from hydra import compose, initialize_config_dir
 from wandb_files import read_runs
@@ -20,7 +21,12 @@ def test_training_is_a_wandb_run_with_epoch_history(tmp_path, monkeypatch, caplo
         path = train_from_config(cfg)
     assert path.is_file()
     assert "epoch 2/2" in caplog.text and "ETA" in caplog.text
+    # the offline run file is completed by W&B's writer process, which can lag the run's end
+    deadline = time.time() + 30
     (run,) = read_runs(tmp_path / "wb")
+    while run.job_type != "train" and time.time() < deadline:
+        time.sleep(0.5)
+        (run,) = read_runs(tmp_path / "wb")
     assert run.job_type == "train" and {"backbone:lenet5", "dataset:digits"} <= set(run.tags)
     epochs = [h for h in run.history if "dev/acc" in h]
     assert [h["_step"] for h in epochs] == [1, 2]
