@@ -34,11 +34,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from convert import environment, write_result  # noqa: E402
+from convert import environment, write_result
 
-from riembench.fit import FitConfig, FitRun  # noqa: E402
-from riembench.linalg import standardise  # noqa: E402
-from riembench.methods import METHODS  # noqa: E402
+from riembench.fit import FitConfig, FitRun
+from riembench.linalg import standardise
+from riembench.methods import METHODS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -32,11 +32,11 @@ from omegaconf import OmegaConf
 from riembench.config import typed_group
 from riembench.data.synthetic import SyntheticConfig, build_synthetic
 from riembench.fit import FitConfig, fit
+from riembench.methods import METHODS
+from riembench.methods.embedding import EmbeddingMethod
 from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
 from riembench.starts.spectral import init_riem_spectral
 from riembench.starts.svd_warm import init_riem_from_svd
-from riembench.methods import METHODS
-from riembench.methods.embedding import EmbeddingMethod
 
 INITS: dict[str, dict[str, Callable | None]] = {
     "lpnorm": {"random": None,

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from riembench.data.synthetic import SyntheticConfig, build_synthetic
-from riembench.evaluate import matvec_error
 from riembench.embeddings import RiemEmbedding, default_shifts
+from riembench.evaluate import matvec_error
 from riembench.fit import FitConfig, fit
 from riembench.methods import METHODS
 from riembench.starts.svd_warm import init_riem_from_svd

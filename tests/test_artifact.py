@@ -15,6 +15,7 @@ from riembench.backbones.lenet5 import LeNet5
 from riembench.backbones.resnet9 import ResNet9
 from riembench.config import typed_group
 from riembench.cost import stored_tensors
+from riembench.errors import RiembenchError
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
 from riembench.network import dense_weight_count, select_layers
@@ -27,7 +28,7 @@ from riembench.packing import (
     pack_bits,
     unpack_bits,
 )
-from riembench.quantize import quantize_tensor
+from riembench.quantize import graph_quant_sites, quantize_tensor, restore_graph_quants
 
 
 def lenet(seed: int = 0) -> nn.Module:
@@ -54,13 +55,13 @@ FIXTURES = {"lenet5": lenet, "resnet9": resnet9}
 CASES = {
     "original": ("original", {}, None),
     "quant_w4": ("quant", {"w_bits": 4}, None),
-    # act_scope=layers: an artifact of the reference scope (quantizers on the image and the
-    # residual adds, inside an fx graph) is written and sized, but loading it back into the
-    # original architecture is not implemented yet
-    "quant_w8a8_pc": ("quant", {"w_bits": 8, "a_bits": 8, "per_channel": True,
-                                "act_scope": "layers"}, None),
+    # act_scope=reference (the default) puts quantizers on the image and inside the traced
+    # graph (both inputs of every residual add); layers: on the layers' inputs only
+    "quant_w8a8_pc": ("quant", {"w_bits": 8, "a_bits": 8, "per_channel": True}, None),
+    "quant_w8a8_layers": ("quant", {"w_bits": 8, "a_bits": 8, "act_scope": "layers"}, None),
     "quant_w6_sym": ("quant", {"w_bits": 6, "symmetric": True}, None),
-    "dfq_w4a8": ("dfq", {"w_bits": 4, "a_bits": 8, "act_scope": "layers"}, None),
+    "dfq_w4a8": ("dfq", {"w_bits": 4, "a_bits": 8}, None),
+    "dfq_w4a8_layers": ("dfq", {"w_bits": 4, "a_bits": 8, "act_scope": "layers"}, None),
     "svd_float": ("svd", {}, 0.25),
     "svd_int8": ("svd", {"w_bits": 8}, 0.25),
     "prune_sparse": ("prune", {"mode": "unstructured", "ratio": 0.8}, None),
@@ -175,3 +176,41 @@ def test_a_non_artifact_file_is_refused(tmp_path):
     bad.write_bytes(b"not a file")
     with pytest.raises(ArtifactError, match="could not read"):
         load_artifact(bad, lenet())
+
+
+@pytest.mark.parametrize("case", ["quant_w8a8_pc", "dfq_w4a8"])
+def test_quantizers_inside_the_graph_come_back_at_their_nodes(tmp_path, case):
+    """Under act_scope=reference the residual adds' inputs are quantized inside an fx graph:
+    the artifact records where, and the reader puts the same quantizers, with their ranges,
+    back at the same nodes of a fresh trace."""
+    from torch import fx
+
+    from riembench.quantize import GRAPH_QUANT
+
+    out, layers = compress(case, resnet9())
+    assert isinstance(out.model, fx.GraphModule)
+    path = tmp_path / "q.safetensors"
+    save_artifact(out.model, path, out.info, layers, reference=resnet9())
+    _, meta = read_artifact(path)
+    sites = meta["graph_quant"]
+    assert len(sites) == len(list(getattr(out.model, GRAPH_QUANT).children())) >= 2  # an add
+    loaded = load_artifact(path, resnet9(seed=7))
+    assert isinstance(loaded, fx.GraphModule)
+    for qname in sites:
+        want = out.model.get_submodule(f"{GRAPH_QUANT}.{qname}")
+        got = loaded.get_submodule(f"{GRAPH_QUANT}.{qname}")
+        assert (got.bits, float(got.lo), float(got.hi)) == (want.bits, float(want.lo),
+                                                            float(want.hi))
+
+
+def test_a_graph_quantizer_on_another_architecture_is_refused(tmp_path):
+    out, layers = compress("quant_w8a8_pc", resnet9())
+    path = tmp_path / "q.safetensors"
+    save_artifact(out.model, path, out.info, layers, reference=resnet9())
+    with pytest.raises(ArtifactError, match="does not fit LeNet5 .*not the architecture"):
+        load_artifact(path, lenet())
+    sites = graph_quant_sites(out.model)
+    first = next(iter(sites))
+    sites[first] = {**sites[first], "input": "no_such_node"}
+    with pytest.raises(RiembenchError, match="no_such_node.*not the architecture it was quantized"):
+        restore_graph_quants(resnet9(), sites)

@@ -165,6 +165,9 @@ def test_checkpoint_round_trip(tmp_path):
     loaded = load_backbone(cfg, task, "cpu")
     assert state_equal(loaded.model, model) and not loaded.model.training
     assert loaded.provenance["source"] == "checkpoint" and loaded.provenance["test_acc"] == 49.0
+    import hashlib  # the record names the file's content, not only its name
+
+    assert loaded.provenance["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     state, meta = read_checkpoint(path)
     assert meta["dev_acc"] == 50.0 and set(state) == set(model.state_dict())
     explicit = load_pretrained(lenet_cfg(tmp_path / "elsewhere", weights=str(path)), task)

@@ -438,7 +438,9 @@ def test_unwritable_store_names_store_and_file(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     root = tmp_path / "runs"
-    args = ["-m", "method=lpnorm", "dataset.n=30", "size.ratio=0.4", "method.fit.steps=1500",
+    # no convergence test (patience 0): every fit runs all its steps, long enough to interrupt
+    args = ["-m", "method=lpnorm", "dataset.n=30", "size.ratio=0.4", "method.fit.steps=6000",
+            "method.fit.patience=0",
             "method.progress=false", "seed=0,1,2,3", "threads=1",
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/multirun"]
     proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,

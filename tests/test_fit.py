@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
+from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.fit import FitConfig, fit
 from riembench.methods import METHODS
 from riembench.starts.svd_warm import init_riem_from_svd
@@ -283,3 +283,14 @@ def test_variable_projection_recovers_a_matrix_of_the_models_own_form():
         errors[solver] = float(res.rel_mse[0])
     assert errors["varpro"] < 1e-3, errors
     assert errors["varpro"] < errors["adam"] / 3, errors
+
+
+def test_a_lone_matrix_vector_product_rounds_like_its_batch():
+    from riembench.linalg import batched_matvec
+
+    gen = torch.Generator().manual_seed(0)
+    a, v = torch.randn(4, 1200, 6, generator=gen), torch.randn(4, 6, generator=gen)
+    full = batched_matvec(a, v)
+    assert torch.allclose(full, torch.einsum("bmk,bk->bm", a, v), rtol=1e-5, atol=1e-5)
+    for b in range(4):
+        assert torch.equal(batched_matvec(a[b:b + 1], v[b:b + 1]), full[b:b + 1])

@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from riembench.config import typed_group
-from riembench.errors import RiembenchError
 from riembench.embeddings import RiemEmbedding
+from riembench.errors import RiembenchError
 from riembench.fit import FitConfig, fit_parts
-from riembench.starts.spectral import init_riem_spectral_chain
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
+from riembench.starts.spectral import init_riem_spectral_chain
 
 CPU = torch.device("cpu")
 

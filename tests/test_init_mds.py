@@ -10,10 +10,10 @@ import torch
 
 from riembench.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
 from riembench.fit import FitConfig, fit
-from riembench.starts.svd_warm import init_riem_from_svd
 from riembench.linalg import standardise
 from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
 from riembench.starts.spectral import init_riem_spectral
+from riembench.starts.svd_warm import init_riem_from_svd
 
 
 def _standardise(t):

@@ -12,9 +12,9 @@ from torch import nn
 from riembench.backbones import LeNet5, LeNet5Config, TaskShape, build_backbone
 from riembench.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
 from riembench.config import typed_group
+from riembench.embeddings import LpNormEmbedding, RiemEmbedding
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.evaluate import evaluate_accuracy
-from riembench.embeddings import LpNormEmbedding, RiemEmbedding
 from riembench.methods import METHODS
 from riembench.methods.base import NetworkJob, SizeTarget
 from riembench.network import find_chains, select_layers, weight_matrix

@@ -14,7 +14,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import riembench.backbones.train
-from riembench.runner import known_tables
 from riembench.cli import config_dir
 from riembench.errors import RiembenchError
 from riembench.plan import (
@@ -28,7 +27,7 @@ from riembench.plan import (
     record_tables,
     steps,
 )
-from riembench.runner import plan_cell
+from riembench.runner import known_tables, plan_cell
 from riembench.store import identity, run_key
 
 CONF = Path(config_dir())
@@ -291,3 +290,25 @@ def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_asi
     assert rec["migrated"]["from_key"] == "aaaa" and rec["created_at"] == "2026-01-02"
     assert (tmp_path / "runs" / ".superseded" / "table5" / "bbbb.json").is_file()
     assert migrate(tmp_path / "runs").unchanged == 1
+
+
+def test_migrate_marks_old_byte_budgets_as_counting_numbers_only(tmp_path):
+    """A size=bytes record from before size.overhead existed budgeted the numbers only: it is
+    re-keyed as overhead=unbudgeted, not as what size=bytes computes now."""
+    from riembench.migrate import migrate
+
+    folder = tmp_path / "runs" / "equal_bytes"
+    folder.mkdir(parents=True)
+    config = {"method": {"name": "svd"}, "size": {"name": "bytes", "bytes": 30000, "bits": 8},
+              "protocol": {"name": "strict"}, "seeds": [0]}
+    rec = {"table": "equal_bytes", "seed": 0, "method": "svd", "config": config, "key": "old",
+           "status": "ok", "created_at": "2026-01-01", "cell": {"method": "svd"},
+           "deterministic": True, "seeds_requested": [0]}
+    (folder / "old.json").write_text(json.dumps(rec))
+    migrate(tmp_path / "runs", apply=True)
+    (kept,) = list(folder.glob("*.json"))
+    moved = json.loads(kept.read_text())
+    assert moved["config"]["size"]["overhead"] == "unbudgeted"
+    assert "overhead_from" in moved["migrated"]
+    now = {**config, "size": {**config["size"], "overhead": "measured"}}
+    assert moved["key"] != run_key(now, 0)

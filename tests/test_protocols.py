@@ -93,9 +93,9 @@ def test_strict_records_its_protocol_and_ignores_dev():
 def _tiny_digits_run(tmp_path, monkeypatch, protocol: str, method_name: str = "riem"):
     """The runner on the embedded digits with a seeded random LeNet-5, with every split
     evaluation recorded (and whether a method was compressing at the time)."""
-    import riembench.runner as runner
     from hydra import compose, initialize_config_dir
 
+    from riembench import runner
     from riembench.cli import config_dir
 
     seen: list[tuple[str, bool]] = []

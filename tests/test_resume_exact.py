@@ -1,10 +1,11 @@
 """Resume: a seed refitted alone (after a killed sweep) against the same seed fitted in its
 batch. Every parameter tensor has the batch axis first, the start, variable projection, Adam and
-the convergence test work per element, so nothing but float rounding couples the elements: the
-batched matrix kernels may round differently for different batch sizes (about 1e-9 after one
-step here). The stated tolerance is therefore: identical starts, parameters equal to float
-rounding after a step, and weight errors of the finished fit within 5% relative (the fit's
-dynamics amplify rounding, as any change of hardware or thread count would)."""
+the convergence test work per element, and the one product whose kernel torch picks by batch
+size (a matrix-vector product, which for a batch of one rounds differently) is computed the
+same way for a lone element (``riembench.linalg.batched_matvec``). So a seed is its batch's
+result: the stated tolerance is float rounding (1e-6) for the parameters and the finished
+fit's weight errors, where without that care the fits' dynamics amplified a 1e-7 rounding
+difference into a 10% different finished error on this chain."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _state_after(name: str, seeds: list[int], steps: int) -> list[dict[str, torc
 
 def test_a_seed_alone_starts_identically_and_steps_equal_to_rounding():
     for name in ("riem", "lpnorm"):
-        for steps, tol in ((0, 0.0), (1, 1e-6)):
+        for steps, tol in ((0, 0.0), (1, 1e-6), (60, 1e-6)):
             alone = _state_after(name, [3], steps)
             batch = _state_after(name, [0, 3, 5], steps)
             for a, b in zip(alone, batch, strict=True):
@@ -60,4 +61,5 @@ def test_a_seed_alone_ends_within_the_stated_tolerance_of_its_batch():
         batch = _method(name).compress(_job([0, 3, 5]))[1].info["layers"]
         for layer, info in alone.items():
             ref = batch[layer]["rel_mse"]
-            assert abs(info["rel_mse"] - ref) <= 0.05 * ref + 1e-6, (name, layer, info["rel_mse"], ref)
+            assert abs(info["rel_mse"] - ref) <= 1e-6 * ref + 1e-9, (name, layer, info["rel_mse"], ref)
+            assert info["steps_run"] == batch[layer]["steps_run"]

@@ -17,8 +17,10 @@ What the file holds (``FORMAT``):
 * every other persistent tensor as it is (``state.*``: BatchNorm statistics, uncompressed
   layers, activation ranges), at its dtype;
 * a skeleton of the plain modules whose shape differs from the architecture the file is loaded
-  onto (folded BatchNorms, a bias added by folding, pruned channels), the neuron chains and the
-  input quantizers' bits; plus ``method`` and ``bits`` for the reader.
+  onto (folded BatchNorms, a bias added by folding, pruned channels), the neuron chains, the
+  input quantizers' bits, and where quantizers sit inside the traced graph (both inputs of
+  every residual add under ``act_scope: reference``: the reader traces the architecture again
+  and puts them back at the same nodes); plus ``method`` and ``bits`` for the reader.
 
 Every metadata byte and the safetensors header count in the measured size.
 """
@@ -38,6 +40,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from riembench.compact import EmbeddedLayer, _chains_of, embedded_layers, materialize, tie_chain
+from riembench.errors import RiembenchError
 from riembench.methods.svd import FactorizedLayer
 from riembench.network import COMPRESSIBLE, set_module
 from riembench.packing import (
@@ -50,7 +53,13 @@ from riembench.packing import (
     build_module,
     module_spec,
 )
-from riembench.quantize import INPUT_QUANT, FakeQuantAct, attach_input_quant
+from riembench.quantize import (
+    INPUT_QUANT,
+    FakeQuantAct,
+    attach_input_quant,
+    graph_quant_sites,
+    restore_graph_quants,
+)
 
 log = logging.getLogger("riembench")
 
@@ -170,6 +179,7 @@ def save_artifact(model: nn.Module, path: str | Path, info: dict[str, Any] | Non
         "input_quant": json.dumps({n: int(getattr(m, INPUT_QUANT).bits)
                                    for n, m in model.named_modules() if hasattr(m, INPUT_QUANT)},
                                   separators=(",", ":")),
+        "graph_quant": json.dumps(graph_quant_sites(model), separators=(",", ":")),
         "meta": json.dumps(meta or {}, separators=(",", ":"), default=str),
     }
     path = Path(path)
@@ -207,12 +217,23 @@ def read_artifact(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, 
     if header.get("format") != FORMAT:
         raise ArtifactError(f"{path} is not a riembench artifact ({FORMAT})")
     meta = {k: json.loads(header[k]) for k in ("layers", "skeleton", "chains", "input_quant", "meta")}
+    # quantizers inside a traced graph (residual adds, the skip path): absent in older files
+    meta["graph_quant"] = json.loads(header.get("graph_quant", "{}"))
     return tensors, meta
 
 
 def load_artifact(path: str | Path, base: nn.Module) -> nn.Module:
     """Rebuild the compressed model on ``base`` (the original architecture, any weights)."""
     tensors, meta = read_artifact(path)
+    try:
+        return _rebuild(path, base, tensors, meta)
+    except AttributeError as exc:  # get_submodule of a name this architecture lacks
+        raise ArtifactError(f"artifact {path} does not fit {type(base).__name__} ({exc}): not "
+                            "the architecture it was written for") from exc
+
+
+def _rebuild(path: str | Path, base: nn.Module, tensors: dict[str, torch.Tensor],
+             meta: dict[str, Any]) -> nn.Module:
     for name, spec in meta["skeleton"].items():
         set_module(base, name, build_module(spec))
     for name, lmeta in meta["layers"].items():
@@ -227,6 +248,10 @@ def load_artifact(path: str | Path, base: nn.Module) -> nn.Module:
         tie_chain([base.get_submodule(n) for n in chain])  # type: ignore[misc]
     for name, bits in meta["input_quant"].items():  # ranges come with the state below
         attach_input_quant(base.get_submodule(name), FakeQuantAct(0.0, 0.0, int(bits)))
+    try:
+        base = restore_graph_quants(base, meta["graph_quant"])
+    except RiembenchError as exc:
+        raise ArtifactError(f"artifact {path}: {exc}") from exc
     state = {k.removeprefix("state."): v for k, v in tensors.items() if k.startswith("state.")}
     result = base.load_state_dict(state, strict=False)
     if result.unexpected_keys:

@@ -98,7 +98,6 @@ def interrupted_message() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> dict[str, Any]:
-    from hydra.core.hydra_config import HydraConfig
 
     from riembench.run_summary import cell_report
     from riembench.runner import run

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from riembench.errors import RiembenchError
 from riembench.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
+from riembench.errors import RiembenchError
 from riembench.network import set_module
 from riembench.packing import (
     Packed,

@@ -10,11 +10,11 @@ the size registry is re-exported lazily.
 
 from __future__ import annotations
 
-import warnings
 import dataclasses
 import importlib
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any

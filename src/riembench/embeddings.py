@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from riembench.linalg import ridge_solve
+from riembench.linalg import batched_matvec, ridge_solve
 
 # --------------------------------------------------------------------------------------------
 # activations for RieM's metric vectors
@@ -334,7 +334,9 @@ class RiemEmbedding(BatchedEmbedding):
     def _combine(self, rowp: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         wk = self.w.repeat(1, len(self.shifts))  # w is shared across shifts (sum over s first)
         z = rowp[:, :, None, :] + cols[:, None, :, :]
-        return torch.einsum("brnk,bk->brn", self._activate(z), wk) + self.c[:, None, None]
+        act = self._activate(z)
+        b, r, n, k = act.shape
+        return batched_matvec(act.reshape(b, r * n, k), wk).view(b, r, n) + self.c[:, None, None]
 
     def _activate(self, z: torch.Tensor) -> torch.Tensor:
         """act(z); with no graph to keep, in z's own memory (reconstructions, read-out refits)."""
@@ -377,7 +379,7 @@ class RiemEmbedding(BatchedEmbedding):
         torch.add(rp[:, :, None, :], cols.detach()[:, None, :, :], out=buf)
         act = activate(buf)
         flat = act.view(b, r * self.n, k)
-        pred = torch.bmm(flat, wk[:, :, None]).view(b, r, self.n).add_(self.c.detach()[:, None, None])
+        pred = batched_matvec(flat, wk).view(b, r, self.n).add_(self.c.detach()[:, None, None])
         err = pred.sub_(target)
         sse = err.square().sum((1, 2))
         grad = err.mul_(scale[:, None, None]).masked_fill_((scale == 0)[:, None, None], 0.0)

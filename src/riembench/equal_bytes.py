@@ -73,14 +73,9 @@ def sized_cells(budget_name: str, budget_bytes: float, model: Any, layers: list[
 
 #: rows whose bytes a budget sets (DFQ's follow from its bits, like quantization's)
 SIZED = ("svd", "prune", "lpnorm", "riem")
-
-
-def _probe(row: list[str]) -> list[str]:
-    """A cheap version of a row with the same artifact layout: one seed, one fit step."""
-    out = [o for o in row if not o.startswith(("seeds=", "method.fit.steps="))] + ["seeds=[0]"]
-    if any(o in ("method=riem", "method=lpnorm") for o in row):
-        out.append("method.fit.steps=1")
-    return out
+#: rows sized by a pruning ratio, not by ``size=bytes``: their container overhead is measured
+#: here by a probe (``size=bytes`` rows have the runner measure their own)
+PROBED = ("prune",)
 
 
 def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds: list[int],
@@ -88,8 +83,9 @@ def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds
              budgets: list[str] | None = None) -> None:
     """Run every cell: per backbone and budget, quantization first; its artifact's bytes then
     size every other row. What no formula budgets (scales, ranges, header) is measured by a
-    probe of the same cell (one seed, one fit step, in a scratch store) and taken off the
-    budget of the real run. Cells already in the store are skipped by the runner."""
+    probe of the same cell and taken off the budget of the real run: by the runner for the
+    ``size=bytes`` rows, here (a run in a scratch store) for pruning, whose size is a ratio.
+    Cells already in the store are skipped by the runner."""
     import tempfile
 
     from hydra import compose, initialize_config_dir
@@ -122,9 +118,12 @@ def run_plan(store_root: str, backbones: list[str], fit_steps: int | None, seeds
                 if not only or "dfq" in only:
                     run(compose("config", [*ov, *rows["dfq"]]))
                 for name in [n for n in SIZED if not only or n in only]:
+                    if name not in PROBED:
+                        run(compose("config", [*ov, *rows[name]]))
+                        continue
                     where = Path(scratch) / f"{backbone}-{budget_name}-{name}"  # one probe each
                     probed = run(compose("config", [*base, f"backbone={backbone}", *extra,
-                                                    f"store.root={where}", *_probe(rows[name])]))
+                                                    f"store.root={where}", *rows[name]]))
                     over = _written_bytes(probed, RunStore(where)) - budget
                     aimed = budget - max(over, 0)
                     log.info("%s %s %s: budget %d bytes, probe %+d, aimed at %d", backbone,

@@ -68,6 +68,16 @@ def _add_protocol(rec: dict[str, Any], config: dict[str, Any]) -> bool:
     return True
 
 
+def _add_bytes_overhead(config: dict[str, Any]) -> bool:
+    """A ``size=bytes`` record made before ``size.overhead`` existed budgeted the numbers only:
+    ``overhead: unbudgeted``. Returns whether it was added."""
+    size = config.get("size")
+    if not isinstance(size, dict) or size.get("name") != "bytes" or "overhead" in size:
+        return False
+    size["overhead"] = "unbudgeted"
+    return True
+
+
 def migrate(root: str | Path, apply: bool = False) -> Migration:
     root = Path(root)
     out = Migration()
@@ -85,6 +95,7 @@ def migrate(root: str | Path, apply: bool = False) -> Migration:
     for path, rec in loaded:
         config = rec.get("config") or {}
         protocol_added = _add_protocol(rec, config)
+        overhead_added = _add_bytes_overhead(config)
         key = run_key(config, int(rec["seed"]))
         dest = path.with_name(f"{key}.json")
         if dest in taken:
@@ -99,6 +110,9 @@ def migrate(root: str | Path, apply: bool = False) -> Migration:
             changes["deterministic_from"] = "the method's flag for the record's config"
         if protocol_added:
             changes["protocol_from"] = "records made before protocols existed were all strict"
+        if overhead_added:
+            changes["overhead_from"] = ("size=bytes records made before size.overhead existed "
+                                        "budgeted the numbers only")
         if "seeds_requested" not in rec:
             rec["seeds_requested"] = list(config.get("seeds") or [rec["seed"]])
         if not changes:

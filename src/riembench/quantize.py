@@ -602,18 +602,69 @@ def quantize_graph_inputs(model: nn.Module, traced: ModelGraph, report: StatsRep
                                           "no BatchNorm determines it")
                 continue
             quant = FakeQuantAct.from_stats(stats, bits, act_k)
-            qname = f"{node.name}_{i}"
-            quants[qname] = quant
-            with graph.inserting_before(node):
-                qnode = graph.create_node("call_module", f"{GRAPH_QUANT}.{qname}", (arg,))
-            node.replace_input_with(arg, qnode)
+            _insert_quant(graph, quants, f"{node.name}_{i}", quant, arg, [node])
             info["act_ranges"][key] = [float(quant.lo), float(quant.hi)]
+    return _with_graph_quants(model, graph, quants)
+
+
+def _insert_quant(graph: fx.Graph, quants: nn.ModuleDict, qname: str, quant: nn.Module,
+                  arg: fx.Node, users: list[fx.Node]) -> None:
+    """Put ``quant`` between ``arg`` and ``users`` (one call_module node under GRAPH_QUANT)."""
+    quants[qname] = quant
+    with graph.inserting_before(users[0]):
+        qnode = graph.create_node("call_module", f"{GRAPH_QUANT}.{qname}", (arg,))
+    for user in users:
+        user.replace_input_with(arg, qnode)
+
+
+def _with_graph_quants(model: nn.Module, graph: fx.Graph, quants: nn.ModuleDict) -> nn.Module:
     if not len(quants):
         return model
     model.add_module(GRAPH_QUANT, quants)
     rewritten = fx.GraphModule(model, graph)
     rewritten.train(model.training)
     return rewritten
+
+
+def graph_quant_sites(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Where :func:`quantize_graph_inputs` put its quantizers, by name: the node each one
+    reads, the nodes that read it, and its bits (what an artifact needs to put them back with
+    :func:`restore_graph_quants`; their ranges are buffers of the state)."""
+    if not isinstance(model, fx.GraphModule) or not hasattr(model, GRAPH_QUANT):
+        return {}
+    sites: dict[str, dict[str, Any]] = {}
+    for node in model.graph.nodes:
+        target = str(node.target)
+        if node.op == "call_module" and target.startswith(GRAPH_QUANT + "."):
+            arg = node.args[0]
+            assert isinstance(arg, fx.Node)
+            sites[target.split(".", 1)[1]] = {
+                "input": arg.name, "users": [u.name for u in node.users],
+                "bits": int(model.get_submodule(target).bits)}
+    return sites
+
+
+def restore_graph_quants(model: nn.Module, sites: dict[str, dict[str, Any]]) -> nn.Module:
+    """``model`` (the architecture the quantizers were inserted into) traced and given the
+    quantizers of ``sites`` (ranges zero until its state is loaded). Node names come from the
+    same tracer on the same architecture; a site it cannot find is an error, not a skip."""
+    if not sites:
+        return model
+    traced = ModelGraph.trace(model)
+    if traced.graph is None:
+        raise RiembenchError(f"cannot restore activation quantizers: {traced.error}")
+    graph = traced.graph
+    nodes = {n.name: n for n in graph.nodes}
+    quants = nn.ModuleDict()
+    for qname, site in sites.items():
+        missing = [n for n in [site["input"], *site["users"]] if n not in nodes]
+        if missing:
+            raise RiembenchError(f"activation quantizer '{qname}' reads or feeds graph nodes "
+                                 f"{missing} that {type(model).__name__} does not have: not the "
+                                 "architecture it was quantized on")
+        _insert_quant(graph, quants, qname, FakeQuantAct(0.0, 0.0, int(site["bits"])),
+                      nodes[site["input"]], [nodes[u] for u in site["users"]])
+    return _with_graph_quants(model, graph, quants)
 
 
 def quantize_inputs(model: nn.Module, layers: Iterable[str], bits: int, report: StatsReport,

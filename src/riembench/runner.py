@@ -33,6 +33,7 @@ from torch import nn
 from riembench.artifact import SUFFIX as ARTIFACT_SUFFIX
 from riembench.artifact import artifact_cost
 from riembench.backbones import BACKBONES, backbone_label, eval_preprocessing, load_backbone
+from riembench.byte_budget import measured_bytes_target
 from riembench.config import ProtocolConfig, typed_group
 from riembench.cost import model_cost
 from riembench.data import DATASETS
@@ -423,9 +424,12 @@ def _run_network(ctx: _Context, tracker: Any, cfg: DictConfig, method: NetworkMe
         model, prepared = method.prepare(model, layers)  # e.g. pruning before RieM (table 3)
         if needs_size:
             target = network_target(size_cfg, model, layers)
-        dev = _dev_guide(protocol, task, loaded.model, ctx.device, bs, workers, references)
-        outs = method.compress(NetworkJob(model, layers, target, pending, ctx.device, example,
-                                          dev=dev, input_range=input_range_of(task)))
+        job = NetworkJob(model, layers, target, pending, ctx.device, example,
+                         input_range=input_range_of(task))
+        if needs_size:  # size=bytes: leave room for the container, measured on a probe
+            target = job.size = measured_bytes_target(size_cfg, method, job, cell)
+        job.dev = _dev_guide(protocol, task, loaded.model, ctx.device, bs, workers, references)
+        outs = method.compress(job)
     except ImpossibleBudget as exc:
         log.error("%s", exc)
         outs = [CompressedNet(None, {}, failed=f"impossible size: {exc}") for _ in pending]

@@ -107,22 +107,32 @@ class MbSizeConfig:
         return self.mb * UNIT_BYTES[self.unit]
 
 
+#: how a byte budget treats what no count of numbers covers (``size.overhead``)
+OVERHEADS = ("measured", "unbudgeted")
+
+
 @dataclass
 class BytesSizeConfig:
     """An artifact size: ``bytes`` bytes on disk for the whole packed model (equal-bytes
     tables). The compressed weights get what the rest takes as it is actually stored (biases,
     BatchNorm statistics and uncompressed layers at their own dtype) leaves, at ``bits`` each
-    (null: the method's storage bits); scales, zero points and the file header are not
-    budgeted, so the measured artifact (the record's ``stored_bytes``) sits a little above."""
+    (null: the method's storage bits). ``overhead``: ``measured`` (default) also leaves room
+    for the container's own bytes (scales, zero points, ranges, the file header), measured by
+    packing a cheap probe of the same cell before the real run, so that the file is the budget;
+    ``unbudgeted`` counts the numbers only, and the file sits above the budget by that much."""
 
     name: str = "bytes"
     bytes: int = 100_000
     bits: int | None = None
+    overhead: str = "measured"
 
     def __post_init__(self) -> None:
         check_number(self.bytes, "size.bytes", low=1)
         if self.bits is not None:
             check_number(self.bits, "size.bits", low=1, high=32)
+        if self.overhead not in OVERHEADS:
+            raise RiembenchError(f"size.overhead must be one of {', '.join(OVERHEADS)}, got "
+                                 f"'{self.overhead}'")
 
 
 for _name, _schema in (("ratio", RatioSizeConfig), ("params", ParamsSizeConfig),
@@ -172,8 +182,13 @@ def matrix_budget(size_cfg: Any, shape: tuple[int, int], check: bool = True) -> 
     return budget
 
 
-def network_target(size_cfg: Any, model: nn.Module, layers: list[str]) -> SizeTarget:
-    """The budget for the selected layers' weights of ``model`` under ``size_cfg``."""
+def network_target(size_cfg: Any, model: nn.Module, layers: list[str],
+                   overhead_bytes: int = 0) -> SizeTarget:
+    """The budget for the selected layers' weights of ``model`` under ``size_cfg``.
+
+    ``overhead_bytes`` (``size=bytes`` only): container bytes no count covers, measured by the
+    caller (:func:`riembench.runner` packs a probe), taken off the budget before it becomes
+    numbers."""
     weights = dense_weight_count(model, layers)
     biases = bias_count(model, layers)
     desc = describe(size_cfg)
@@ -202,11 +217,13 @@ def network_target(size_cfg: Any, model: nn.Module, layers: list[str]) -> SizeTa
             raise RiembenchError("size.bits is unset: call resolve_bits(size, method) first")
         # the rest as the artifact stores it: every persistent tensor at its dtype's width
         rest_bytes = (stored_tensors(model)[2] - 32 * weights) / 8
-        budget = int((size_cfg.bytes - rest_bytes) * 8 / size_cfg.bits)
+        budget = int((size_cfg.bytes - rest_bytes - overhead_bytes) * 8 / size_cfg.bits)
+        container = (f"{overhead_bytes} bytes of scales, ranges and header (measured)"
+                     if overhead_bytes else "scales and header not budgeted")
         target = SizeTarget(budget, bits=int(size_cfg.bits),
                             note=f"{desc}: {rest_bytes:.0f} bytes outside the compressed weights, "
-                                 f"{budget} numbers at {size_cfg.bits} bits for them (scales and "
-                                 "header not budgeted)")
+                                 f"{container}, {budget} numbers at {size_cfg.bits} bits for "
+                                 "the weights")
     else:
         raise RiembenchError(f"unknown size '{size_cfg.name}'; known: {', '.join(SIZES.names())}")
     if target.budget is not None and size_cfg.name not in ("mb", "bytes") and target.budget >= weights:

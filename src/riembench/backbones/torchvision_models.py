@@ -11,7 +11,6 @@ with a clear message instead of a confusing size mismatch.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from riembench.backbones.originals import paper_backbone
 from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
 from riembench.config import BackboneConfig
+from riembench.digest import file_sha256
 from riembench.errors import RiembenchError
 from riembench.validate import require_finite_state
 
@@ -120,13 +120,10 @@ def check_file_hash(path: Path) -> None:
     match = _HASH_IN_NAME.search(path.name)
     if match is None:
         return
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    if not digest.hexdigest().startswith(match.group(1)):
+    digest = file_sha256(path)
+    if not digest.startswith(match.group(1)):
         raise RiembenchError(
-            f"weights file {path} has SHA-256 {digest.hexdigest()[:12]}..., not {match.group(1)}... "
+            f"weights file {path} has SHA-256 {digest[:12]}..., not {match.group(1)}... "
             "as its name says: the copy is incomplete or corrupt (copy it again, or set "
             "backbone.check_hash=false for a file you made yourself)")
 

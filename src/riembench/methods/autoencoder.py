@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.embeddings import ACTIVATIONS
+from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import METHODS, MatrixApprox, MethodConfig, PerSeedMatrixMethod
 
 

@@ -175,6 +175,13 @@ class NetworkMethod(ABC):
         """
         return model, {}
 
+    def layout_probe(self) -> NetworkMethod:
+        """A cheap stand-in whose compressed model packs into an artifact of the same layout
+        (tensors, shapes, bit-widths) as this method's, for measuring the container bytes a
+        byte budget must leave room for (:mod:`riembench.byte_budget`). Default: the method
+        itself (its compression is cheap); fitted methods return a shorter fit."""
+        return self
+
     @abstractmethod
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         """One compressed model per seed, in the order of ``job.seeds``.

@@ -13,15 +13,15 @@ import math
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 from riembench.compact import EmbeddedLayer, quantize_embedded, tie_chain
-from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.embeddings import BatchedEmbedding
+from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.fit import FitConfig, FitRun, fit
 from riembench.methods.base import (
     CompressedNet,
@@ -209,6 +209,12 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
         return out
 
     # ---- a network (tables 1-4) -------------------------------------------------------------
+
+    def layout_probe(self) -> NetworkMethod:
+        """The same embeddings after one fit step: their shapes and storage are the fitted
+        ones, only the values differ."""
+        fit = replace(self.cfg.fit, steps=1, warmup=0, eval_every=1)
+        return type(self)(replace(self.cfg, fit=fit, progress=False))
 
     def compress(self, job: NetworkJob) -> list[CompressedNet]:
         """Fit every selected layer, all seeds at once, and build one converted model per seed.

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 from riembench.embeddings import LpNormEmbedding
 from riembench.methods.base import METHODS
 from riembench.methods.embedding import EmbeddingMethod, EmbeddingMethodConfig

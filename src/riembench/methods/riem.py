@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 from riembench.embeddings import ACTIVATIONS, RiemEmbedding, default_shifts
 from riembench.errors import RiembenchError
 from riembench.methods.base import METHODS

@@ -34,7 +34,7 @@ BUDGETS = {"b4": 4, "b8": 8}
 METHOD_ORDER = ["original", "quant", "dfq", "svd", "prune", "lpnorm", "riem"]
 COLUMNS = ["backbone", "budget", "method", "init", "paper_method", "size", "ours_mean", "ours_std",
            "n_seeds", "n_selected", "n_failed", "budget_bytes", "artifact_bytes", "artifact_mb",
-           "artifact_mib", "bytes_vs_budget", "formula_bytes", "w_bits", "a_bits", "fit_steps", "width",
+           "artifact_mib", "bytes_vs_budget", "formula_bytes", "w_bits", "a_bits", "fit_steps", "solver", "width",
            "test_agree", "record_keys", "git_revs"]
 
 
@@ -82,7 +82,8 @@ NOTES = (
     "magnitude per layer at the ratio whose bitmask + float32 values fit. RieM / Lp-norm: "
     "8/16 (numbers at 8 bits, read-out float32, inputs at 16 bits) sized by `size=bytes`, "
     "top {k} of their seeds. Sized rows aim at the budget minus their container overhead "
-    "(scales, ranges, header), measured by a one-step probe of the same cell. Inputs are "
+    "(scales, ranges, header), measured by packing a cheap probe of the same cell (one fit "
+    "step). Inputs are "
     "quantized only where a BatchNorm gives a data-free range (LeNet-5 has no BatchNorm: its "
     "inputs stay float in every row, whatever the A bits say)."
 )
@@ -90,16 +91,23 @@ NOTES = (
 
 def _fit_text(df: pd.DataFrame) -> str:
     steps = sorted({int(s) for s in df["fit_steps"].dropna()}) if "fit_steps" in df else []
-    return (f"the default method configs (2000 steps, RieM from the spectral start, Lp-norm from "
-            f"MDS) except where a row says otherwise ({'/'.join(map(str, steps))} steps here)"
+    return (f"the default method configs (at most 2000 steps, RieM from the spectral start, "
+            f"Lp-norm from MDS) except where a row says otherwise "
+            f"({'/'.join(map(str, steps))} steps here); varpro = variable projection with its "
+            "convergence test (the default solver), adam = the earlier plain-Adam fits"
             if steps else "the default method configs")
 
 
 def _row_label(r: Any) -> str:
-    """``riem (svd start, 300 steps)``: a fitted method's start and length, else its name."""
+    """``riem (svd start, varpro, 300 steps)``: a fitted method's start, solver and length,
+    else its name. A record without a solver predates variable projection: it is Adam's."""
     init = getattr(r, "init", "")
+    if not (isinstance(init, str) and init):
+        return r.method
+    solver = getattr(r, "solver", None)
+    solver = solver if isinstance(solver, str) and solver else "adam"
     steps = "" if pd.isna(r.fit_steps) else f", {int(r.fit_steps)} steps"
-    return r.method + (f" ({init} start{steps})" if isinstance(init, str) and init else "")
+    return f"{r.method} ({init} start, {solver}{steps})"
 
 
 def write_md(df: pd.DataFrame, out: Path) -> Path:
@@ -182,6 +190,7 @@ TABLE = register(TableSpec(
             "w_bits": ("config.method.w_bits", "first"),
             "a_bits": ("config.method.a_bits", "first"),
             "fit_steps": ("config.method.fit.steps", "first"),
+            "solver": ("config.method.fit.solver", "first"),
             "width": ("config.backbone.width", "first"),
             "test_agree": ("metrics.test_agree", "mean")},
     run_hint="run `python -m riembench.equal_bytes run` first",

@@ -101,8 +101,8 @@ def current_records(store_root: str | Path, table: str, group_cols: Sequence[str
     if commands is not None:
         planned = [r for r in records if r["config_version"] in commands]
         if len(planned) < len(records):
-            log.info("%s: %d record(s) of cells outside the table's plan left out", table,
-                     len(records) - len(planned))
+            log.info("%s: %d record(s) of cells outside the table's plan left out (--all-records "
+                     "renders them too)", table, len(records) - len(planned))
         records = planned
         for rec in records:
             rec["command"] = commands[rec["config_version"]]
