@@ -28,17 +28,41 @@ from riembench.size import network_target
 log = logging.getLogger("riembench")
 
 
+#: probes at most: the container changes with the structure the budget buys (a layer that
+#: becomes a factor pair gains a row of scales), so the budget is probed again until it holds
+MAX_PROBES = 4
+
+
 def measured_bytes_target(size_cfg: Any, method: NetworkMethod, job: NetworkJob,
                           meta: dict[str, Any]) -> SizeTarget:
-    """``job.size`` (the numbers-only target) corrected by the probe's measured overhead; the
-    uncorrected target when the probe packs no artifact (the run then records why)."""
+    """``job.size`` (the numbers-only target) less the container bytes measured on probes;
+    the uncorrected target when a probe packs no artifact (the run then records why).
+
+    Each probe compresses at the current target; when its container exceeds what the target
+    leaves for it, the target is lowered to that and probed again (at most ``MAX_PROBES``)."""
     if getattr(size_cfg, "name", None) != "bytes" or size_cfg.overhead != "measured":
         return job.size
+    target, over = job.size, 0
+    for _ in range(MAX_PROBES):
+        found = _probe_container(method, replace(job, size=target), meta)
+        if found is None:
+            return target
+        if found <= over:
+            break
+        over = found
+        target = network_target(size_cfg, job.model, job.layers, overhead_bytes=over)
+    log.info("size=bytes: %d bytes of container (scales, ranges, header) measured on a probe, "
+             "left out of the %d-byte budget", over, int(size_cfg.bytes))
+    return target
+
+
+def _probe_container(method: NetworkMethod, job: NetworkJob, meta: dict[str, Any]) -> int | None:
+    """Bytes a probe's artifact holds beyond its numbers at their bits (None: no artifact)."""
     probe_job = replace(job, seeds=list(job.seeds[:1]), dev=None)
     out = method.layout_probe().compress(probe_job)[0]
     if out.failed is not None or out.model is None:
         log.warning("size probe failed (%s): the byte budget counts the numbers only", out.failed)
-        return job.size
+        return None
     with tempfile.TemporaryDirectory(prefix="riembench-probe-") as scratch:
         try:
             written = save_artifact(out.model, Path(scratch) / "probe.safetensors", out.info,
@@ -46,11 +70,6 @@ def measured_bytes_target(size_cfg: Any, method: NetworkMethod, job: NetworkJob,
         except ArtifactError as exc:
             log.warning("size probe packs no artifact (%s): the byte budget counts the numbers "
                         "only", exc)
-            return job.size
-    # the container is what the file holds beyond its numbers at their bits (the probe may
-    # store fewer numbers than its budget: its dimensions round down)
+            return None
     numbers_bytes = stored_tensors(out.model, out.info.get("bits_by_param"))[2] / 8
-    over = max(0, math.ceil(written - numbers_bytes))
-    log.info("size=bytes: the probe's file is %d bytes, %d of them container (scales, ranges, "
-             "header), left out of the %d-byte budget", written, over, int(size_cfg.bytes))
-    return network_target(size_cfg, job.model, job.layers, overhead_bytes=over)
+    return max(0, math.ceil(written - numbers_bytes))
