@@ -443,16 +443,19 @@ def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
             "method.fit.patience=0",
             "method.progress=false", "seed=0,1,2,3", "threads=1",
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/multirun"]
+    # started as from a terminal: Ctrl-C at its default, whatever this test process inherited
+    # (a process that ignores SIGINT passes that on to its children, and Python keeps it)
     proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
                             env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not list(root.glob("table5/*.json")):
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
     _, err = proc.communicate(timeout=120)
     kept = snapshot(root)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, (signal.getsignal(signal.SIGINT), err[-2000:])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     lines = [ln for ln in err.splitlines() if "interrupted" in ln]
     assert len(lines) == 1 and f"kept {len(kept)} finished record(s) in store {root}" in lines[0]
