@@ -436,6 +436,11 @@ def test_unwritable_store_names_store_and_file(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def _default_sigint() -> None:
+    """In the child before exec: one signal call, nothing that takes a lock."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     root = tmp_path / "runs"
     # no convergence test (patience 0): every fit runs all its steps, long enough to interrupt
@@ -448,7 +453,7 @@ def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
                             env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=_default_sigint)  # noqa: PLW1509 (see _default_sigint)
     deadline = time.time() + 300
     while time.time() < deadline and not list(root.glob("table5/*.json")):
         time.sleep(0.1)
