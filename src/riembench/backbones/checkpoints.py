@@ -38,7 +38,7 @@ from riembench.backbones.registry import (
 )
 from riembench.backbones.timm_models import load_timm
 from riembench.backbones.torchvision_models import load_torchvision
-from riembench.digest import file_sha256
+from riembench.digest import file_digest
 from riembench.errors import RiembenchError
 from riembench.validate import require_finite_module, require_finite_state
 
@@ -189,7 +189,7 @@ def load_trained(cfg: TrainedBackboneConfig, task: Any, dataset_cfg: Any = None)
     # the file's digest: a retrained checkpoint under the same name (training is not bitwise
     # reproducible across machines) is other weights, and the reporter can tell them apart
     return LoadedBackbone(model, {"source": "checkpoint", "path": str(path),
-                                  "sha256": file_sha256(path)[:16],
+                                  "sha256": file_digest(path)[:16],
                                   "dev_acc": meta.get("dev_acc"), "test_acc": meta.get("test_acc"),
                                   "recipe": meta.get("recipe")})
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import importlib.metadata
 import logging
 import math
@@ -36,6 +35,7 @@ from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
 from riembench.backbones.torchvision_models import load_strict, read_state_dict
 from riembench.config import BackboneConfig
+from riembench.digest import file_digest
 from riembench.errors import RiembenchError
 
 log = logging.getLogger("riembench")
@@ -150,11 +150,7 @@ def missing_message(cfg: PytorchcvConfig, path: Path, file_name: str) -> str:
 
 def check_file_hash(path: Path, sha1: str | None) -> str:
     """SHA-1 of ``path`` against pytorchcv's full hash (or the 8-hex prefix in the file name)."""
-    digest = hashlib.sha1()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    found = digest.hexdigest()
+    found = file_digest(path, "sha1")
     match = _FILE.match(path.name)
     expected = sha1 or (match["sha"] if match else None)
     if expected and not found.startswith(expected):

@@ -26,7 +26,7 @@ from riembench.backbones.originals import paper_backbone
 from riembench.backbones.preprocess import EvalPreprocessing
 from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
 from riembench.config import BackboneConfig
-from riembench.digest import file_sha256
+from riembench.digest import file_digest
 from riembench.errors import RiembenchError
 from riembench.validate import require_finite_state
 
@@ -120,7 +120,7 @@ def check_file_hash(path: Path) -> None:
     match = _HASH_IN_NAME.search(path.name)
     if match is None:
         return
-    digest = file_sha256(path)
+    digest = file_digest(path)
     if not digest.startswith(match.group(1)):
         raise RiembenchError(
             f"weights file {path} has SHA-256 {digest[:12]}..., not {match.group(1)}... "
