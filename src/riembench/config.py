@@ -25,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from riembench import help_schemas
 from riembench.errors import RiembenchError
 from riembench.registry import Registry
+from riembench.validate import check_choice
 
 #: field metadata for a setting that never changes a run's result (paths, logging, parallelism,
 #: device choice): :func:`identity_view` leaves it out of the run's key, so changing it reuses
@@ -94,8 +95,7 @@ class ProtocolConfig:
     stop_at_original: bool = False
 
     def __post_init__(self) -> None:
-        if self.name not in PROTOCOLS:
-            raise RiembenchError(f"protocol must be one of {', '.join(PROTOCOLS)}, got '{self.name}'")
+        check_choice(self.name, "protocol", PROTOCOLS)
         if self.every < 1:
             raise RiembenchError(f"protocol.every must be >= 1, got {self.every}")
 

@@ -33,6 +33,7 @@ from torch import nn
 from riembench.embeddings import BatchedEmbedding
 from riembench.errors import RiembenchError
 from riembench.linalg import standardise
+from riembench.validate import check_choice
 
 SOLVERS = ("varpro", "adam")
 
@@ -68,8 +69,7 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.schedule not in ("cosine", "constant"):
             raise RiembenchError(f"fit.schedule must be cosine or constant, got '{self.schedule}'")
-        if self.solver not in SOLVERS:
-            raise RiembenchError(f"fit.solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
+        check_choice(self.solver, "fit.solver", SOLVERS)
         if self.steps < 1 or self.lr <= 0 or self.eval_every < 1:
             raise RiembenchError("fit.steps and fit.eval_every must be >= 1 and fit.lr > 0")
         if not 0 < self.row_fraction <= 1:

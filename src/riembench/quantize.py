@@ -53,6 +53,7 @@ from torch import fx, nn
 from riembench.errors import RiembenchError
 from riembench.graph import COMPRESSIBLE, LAYERS, ModelGraph, Op
 from riembench.network import get_module
+from riembench.validate import check_choice
 
 log = logging.getLogger("riembench")
 
@@ -480,9 +481,7 @@ class QuantSpec:
     input_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        if self.act_scope not in ACT_SCOPES:
-            raise RiembenchError(f"act_scope must be one of {', '.join(ACT_SCOPES)}, "
-                                 f"got '{self.act_scope}'")
+        check_choice(self.act_scope, "act_scope", ACT_SCOPES)
 
     @staticmethod
     def active(bits: int | None) -> bool:

@@ -32,7 +32,7 @@ from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import SizeTarget
 from riembench.network import bias_count, dense_weight_count
 from riembench.registry import Registry
-from riembench.validate import check_number
+from riembench.validate import check_choice, check_number
 
 SIZES: Registry[type] = Registry("size")
 
@@ -130,9 +130,7 @@ class BytesSizeConfig:
         check_number(self.bytes, "size.bytes", low=1)
         if self.bits is not None:
             check_number(self.bits, "size.bits", low=1, high=32)
-        if self.overhead not in OVERHEADS:
-            raise RiembenchError(f"size.overhead must be one of {', '.join(OVERHEADS)}, got "
-                                 f"'{self.overhead}'")
+        check_choice(self.overhead, "size.overhead", OVERHEADS)
 
 
 for _name, _schema in (("ratio", RatioSizeConfig), ("params", ParamsSizeConfig),

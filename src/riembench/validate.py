@@ -111,3 +111,11 @@ def check_run_settings(cfg: Any) -> None:
     check_number(cfg.data.batch_size, "data.batch_size", low=1)
     check_number(cfg.data.num_workers, "data.num_workers", low=0)
     check_number(cfg.store.claim_stale_s, "store.claim_stale_s", low=0, low_open=True)
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> None:
+    """One of the named choices (composition-time checks of settings): the error lists them.
+    A plain :class:`RiembenchError`, as the settings' own checks raise."""
+    allowed = list(choices)
+    if value not in allowed:
+        raise RiembenchError(f"{name} must be one of {', '.join(allowed)}, got '{value}'")

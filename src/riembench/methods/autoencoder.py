@@ -28,6 +28,7 @@ from torch import nn
 from riembench.embeddings import ACTIVATIONS
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import METHODS, MatrixApprox, MethodConfig, PerSeedMatrixMethod
+from riembench.validate import check_choice
 
 
 @dataclass
@@ -47,9 +48,7 @@ class AutoencoderConfig(MethodConfig):
     k: int | None = None
 
     def __post_init__(self) -> None:
-        if self.activation not in ACTIVATIONS:
-            raise RiembenchError(f"{self.name} activation must be one of {', '.join(ACTIVATIONS)}, "
-                                 f"got '{self.activation}'")
+        check_choice(self.activation, f"{self.name} activation", ACTIVATIONS)
         if self.schedule not in ("cosine", "constant"):
             raise RiembenchError(f"{self.name} schedule must be cosine or constant, got '{self.schedule}'")
         if self.steps < 1 or self.lr <= 0:

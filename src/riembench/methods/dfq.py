@@ -61,6 +61,7 @@ from riembench.quantize import (
     quantize_biases,
     quantize_model,
 )
+from riembench.validate import check_choice
 
 RANGES = ("absmax", "minmax")
 RELU6_POLICIES = ("replace", "keep")
@@ -106,17 +107,11 @@ class DfqConfig(MethodConfig):
     relu6: str = "replace"
 
     def __post_init__(self) -> None:
-        if self.act_scope not in ACT_SCOPES:
-            raise RiembenchError(f"dfq act_scope must be one of {', '.join(ACT_SCOPES)}, "
-                                 f"got '{self.act_scope}'")
-        if self.relu6 not in RELU6_POLICIES:
-            raise RiembenchError(f"dfq relu6 must be one of {', '.join(RELU6_POLICIES)}, "
-                                 f"got '{self.relu6}'")
+        check_choice(self.act_scope, "dfq act_scope", ACT_SCOPES)
+        check_choice(self.relu6, "dfq relu6", RELU6_POLICIES)
         if self.b_bits is not None and not 2 <= self.b_bits <= 32:
             raise RiembenchError(f"dfq b_bits must be in 2..32 or null, got {self.b_bits}")
-        if self.eq_range not in RANGES:
-            raise RiembenchError(f"dfq eq_range must be one of {', '.join(RANGES)}, "
-                                 f"got '{self.eq_range}'")
+        check_choice(self.eq_range, "dfq eq_range", RANGES)
         for bits in (self.w_bits, self.a_bits):
             if bits is not None and not 2 <= bits <= 32:
                 raise RiembenchError(f"dfq bits must be in 2..32 or null, got {bits}")

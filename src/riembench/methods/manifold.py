@@ -29,6 +29,7 @@ from sklearn.manifold import Isomap, LocallyLinearEmbedding
 
 from riembench.errors import ImpossibleBudget, RiembenchError
 from riembench.methods.base import METHODS, MatrixApprox, MethodConfig, PerSeedMatrixMethod
+from riembench.validate import check_choice
 
 # --------------------------------------------------------------------------------------------
 # the shared part: size solving and the linear decoder
@@ -123,11 +124,6 @@ def _check_neighbors(name: str, n_neighbors: int) -> None:
         raise RiembenchError(f"{name} n_neighbors must be >= 1, got {n_neighbors}")
 
 
-def _check_choice(name: str, field: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise RiembenchError(f"{name} {field} must be one of {', '.join(allowed)}, got '{value}'")
-
-
 # --------------------------------------------------------------------------------------------
 # the four estimators
 
@@ -143,7 +139,7 @@ class IsomapConfig(EmbeddingDecoderConfig):
 
     def __post_init__(self) -> None:
         _check_neighbors("isomap", self.n_neighbors)
-        _check_choice("isomap", "eigen_solver", self.eigen_solver, ("auto", "arpack", "dense"))
+        check_choice(self.eigen_solver, "isomap eigen_solver", ("auto", "arpack", "dense"))
 
 
 @METHODS.register("isomap", IsomapConfig)
@@ -173,8 +169,8 @@ class LleConfig(EmbeddingDecoderConfig):
 
     def __post_init__(self) -> None:
         _check_neighbors("lle", self.n_neighbors)
-        _check_choice("lle", "eigen_solver", self.eigen_solver, ("auto", "arpack", "dense"))
-        _check_choice("lle", "method", self.method, ("standard", "modified", "hessian", "ltsa"))
+        check_choice(self.eigen_solver, "lle eigen_solver", ("auto", "arpack", "dense"))
+        check_choice(self.method, "lle method", ("standard", "modified", "hessian", "ltsa"))
 
 
 @METHODS.register("lle", LleConfig)
@@ -232,8 +228,8 @@ class KernelPcaConfig(EmbeddingDecoderConfig):
     eigen_solver: str = "dense"
 
     def __post_init__(self) -> None:
-        _check_choice("kernel_pca", "eigen_solver", self.eigen_solver,
-                      ("auto", "dense", "arpack", "randomized"))
+        check_choice(self.eigen_solver, "kernel_pca eigen_solver",
+                     ("auto", "dense", "arpack", "randomized"))
 
 
 @METHODS.register("kernel_pca", KernelPcaConfig)

@@ -33,6 +33,7 @@ from riembench.errors import RiembenchError
 from riembench.graph import HOMOGENEOUS, LAYERS, PER_CHANNEL, ModelGraph, Op
 from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
 from riembench.network import get_module, set_module
+from riembench.validate import check_choice
 
 MODES = ("unstructured", "structured")
 SCOPES = ("layer", "global")
@@ -51,14 +52,9 @@ class PruneConfig(MethodConfig):
     criterion: str = "l1"
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise RiembenchError(f"prune mode must be one of {', '.join(MODES)}, got '{self.mode}'")
-        if self.scope not in SCOPES:
-            raise RiembenchError(f"prune scope must be one of {', '.join(SCOPES)}, "
-                                 f"got '{self.scope}'")
-        if self.criterion not in CRITERIA:
-            raise RiembenchError(f"prune criterion must be one of {', '.join(CRITERIA)}, "
-                                 f"got '{self.criterion}'")
+        check_choice(self.mode, "prune mode", MODES)
+        check_choice(self.scope, "prune scope", SCOPES)
+        check_choice(self.criterion, "prune criterion", CRITERIA)
         if not 0 <= self.ratio < 1:
             raise RiembenchError(f"prune ratio must be in [0, 1), got {self.ratio}")
 

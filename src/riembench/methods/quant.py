@@ -19,6 +19,7 @@ from riembench.errors import RiembenchError
 from riembench.methods.base import METHODS, CompressedNet, MethodConfig, NetworkJob, NetworkMethod
 from riembench.methods.dfq import fold_batchnorm
 from riembench.quantize import ACT_SCOPES, QuantSpec, quantize_model
+from riembench.validate import check_choice
 
 
 @dataclass
@@ -42,9 +43,7 @@ class QuantConfig(MethodConfig):
     b_bits: int | None = 16
 
     def __post_init__(self) -> None:
-        if self.act_scope not in ACT_SCOPES:
-            raise RiembenchError(f"quant act_scope must be one of {', '.join(ACT_SCOPES)}, "
-                                 f"got '{self.act_scope}'")
+        check_choice(self.act_scope, "quant act_scope", ACT_SCOPES)
         if self.b_bits is not None and not 2 <= self.b_bits <= 32:
             raise RiembenchError(f"quant b_bits must be in 2..32 or null, got {self.b_bits}")
         for bits in (self.w_bits, self.a_bits):

@@ -32,6 +32,7 @@ from riembench.methods.base import (
 from riembench.network import get_module, matrix_shape, set_module, weight_matrix
 from riembench.packing import Packed, PackedLayer, UniformWeight, build_module, module_spec
 from riembench.quantize import quantize_tensor
+from riembench.validate import check_choice
 
 SOLVERS = ("auto", "exact", "lowrank")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -67,10 +68,8 @@ class SvdConfig(MethodConfig):
     def __post_init__(self) -> None:
         if self.w_bits is not None and not 2 <= self.w_bits <= 32:
             raise RiembenchError(f"svd w_bits must be in 2..32 or null, got {self.w_bits}")
-        if self.solver not in SOLVERS:
-            raise RiembenchError(f"svd solver must be one of {', '.join(SOLVERS)}, got '{self.solver}'")
-        if self.dtype not in DTYPES:
-            raise RiembenchError(f"svd dtype must be one of {', '.join(DTYPES)}, got '{self.dtype}'")
+        check_choice(self.solver, "svd solver", SOLVERS)
+        check_choice(self.dtype, "svd dtype", DTYPES)
         if self.allocation not in ("uniform", "energy", "proportional"):
             raise RiembenchError("svd allocation must be uniform, energy or proportional, got "
                                  f"'{self.allocation}'")

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from riembench.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
-from riembench.errors import RiembenchError
 from riembench.registry import Registry
 from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
 from riembench.starts.spectral import init_riem_spectral, init_riem_spectral_chain
 from riembench.starts.svd_warm import init_riem_chain, init_riem_from_svd
+from riembench.validate import check_choice
 
 Single = Callable[[Any, torch.Tensor, Sequence[int]], dict[str, Any]]
 Chain = Callable[[Sequence[Any], Sequence[torch.Tensor], Sequence[int]], dict[str, Any]]
@@ -55,9 +55,7 @@ def names_for(embedding: type[BatchedEmbedding]) -> list[str]:
 
 
 def check_init(embedding: type[BatchedEmbedding], name: str, method: str) -> None:
-    known = names_for(embedding)
-    if name not in known:
-        raise RiembenchError(f"{method} init must be one of {', '.join(known)}, got '{name}'")
+    check_choice(name, f"{method} init", names_for(embedding))
 
 
 def apply_start(name: str, parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor],
