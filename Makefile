@@ -52,7 +52,7 @@ table2 table3 table4 table5: $(STAMP)
 
 # the committed tables/ are rewritten only here (a table's own run writes ./riembench-tables)
 tables: $(STAMP)
-	$(BIN)/python -m riembench.report all --out tables
+	$(BIN)/python -m riembench.cli.report all --out tables
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 VARIANTS = {
-    "help": [sys.executable, "-m", "riembench.cli", "--help"],
-    "completion": [sys.executable, "-m", "riembench.cli", "-sc", "query=bash"],
+    "help": [sys.executable, "-m", "riembench.cli.main", "--help"],
+    "completion": [sys.executable, "-m", "riembench.cli.main", "-sc", "query=bash"],
     "import_registries": [sys.executable, "-c",
-                          "import riembench.cli, riembench.help_schemas as h; h.import_registries()"],
+                          "import riembench.cli.main, riembench.config.sources as h; h.import_registries()"],
 }
 
 

@@ -36,9 +36,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from convert import environment, write_result
 
-from riembench.fit import FitConfig, FitRun
-from riembench.linalg import standardise
-from riembench.methods import METHODS
+from riembench.config.fit import FitConfig
+from riembench.config.methods import METHODS
+from riembench.engine.fit import FitRun
+from riembench.engine.linalg import standardise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -59,10 +60,11 @@ def trained_matrix(backbone: str, layer: str) -> torch.Tensor:
     """A layer's weight matrix from the cached model trained on digits (trains it if absent)."""
     from omegaconf import OmegaConf
 
-    from riembench.backbones import BACKBONES, load_backbone
-    from riembench.config import typed_group
-    from riembench.data import DATASETS
-    from riembench.network import get_module, weight_matrix
+    from riembench.backbones import load_backbone
+    from riembench.compression.network import get_module, weight_matrix
+    from riembench.config.backbones import BACKBONES
+    from riembench.config.datasets import DATASETS
+    from riembench.config.identity import typed_group
 
     extra = {"head_hidden": 196} if backbone == "resnet9" else {}
     bcfg = typed_group(OmegaConf.create({"name": backbone, **extra}), BACKBONES)
@@ -77,7 +79,8 @@ def trained_matrix(backbone: str, layer: str) -> torch.Tensor:
 
 def target(name: str, n: int) -> tuple[torch.Tensor, str]:
     if name in ("lp_field", "randn", "kernel_field"):
-        from riembench.data.synthetic import SyntheticConfig, make_matrix
+        from riembench.config.datasets import SyntheticConfig
+        from riembench.data.synthetic import make_matrix
 
         return make_matrix(SyntheticConfig(family=name, n=n)), f"{name} N={n}"
     backbone, layer = name.split(".", 1)

@@ -59,15 +59,20 @@ import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.config import typed_group
-from riembench.embeddings import RiemEmbedding, default_shifts
-from riembench.fit import FitConfig
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.methods.embedding import EmbeddingMethod, element_seed
-from riembench.network import dense_weight_count, get_module, select_layers, weight_matrix
-from riembench.starts.svd_warm import init_riem_from_svd
-from riembench.store import git_revision, package_versions
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.embedding import EmbeddingMethod, element_seed
+from riembench.compression.network import (
+    dense_weight_count,
+    get_module,
+    select_layers,
+    weight_matrix,
+)
+from riembench.config.fit import FitConfig
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.starts.svd_warm import init_riem_from_svd
+from riembench.store.records import git_revision, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -23,15 +23,16 @@ import torch
 from convert import environment, write_result
 from hydra import compose, initialize_config_dir
 
-from riembench.backbones import BACKBONES, load_backbone
-from riembench.cli import config_dir
-from riembench.config import typed_group
-from riembench.data import DATASETS
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.methods.dfq import fold_batchnorm
-from riembench.network import select_layers
-from riembench.quantize import input_range_of, input_stats
+from riembench.backbones import load_backbone
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.dfq import fold_batchnorm
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import input_range_of, input_stats
+from riembench.config.backbones import BACKBONES
+from riembench.config.datasets import DATASETS
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.config.tree import config_dir
 
 BITS = ((8, 8), (6, 6), (4, 4), (8, 4), (8, 3), (None, 16))  # None: float weights
 SCOPES = (("reference", 16), ("layers", None))

@@ -31,9 +31,10 @@ from pathlib import Path
 import torch
 from convert import environment, pick_device, sync, write_result
 
-from riembench.embeddings import RiemEmbedding, default_shifts
-from riembench.fit import FitConfig, fit
-from riembench.starts.svd_warm import init_riem_from_svd
+from riembench.config.fit import FitConfig
+from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.fit import fit
+from riembench.engine.starts.svd_warm import init_riem_from_svd
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -2,12 +2,12 @@
 
 Why: a table cell's cost is conversion + evaluation, so the evaluation must cost no more than
 the validation loop its users know (timm's ``validate.py``), and a converted model must cost
-what the original costs at inference (``riembench.compact.materialize`` builds every weight
+what the original costs at inference (``riembench.compression.compact.materialize`` builds every weight
 once, then the original ops run). Measured on synthetic images (random 224 x 224 tensors,
 random labels: throughput does not depend on the pixels), for the original model and for a
 RieM-converted one (after ``materialize``), each through
 
-* ``project``: ``riembench.evaluate.predict`` + ``classification_metrics`` (top-1 and top-5)
+* ``project``: ``riembench.harness.evaluate.predict`` + ``classification_metrics`` (top-1 and top-5)
   over a ``TensorDataset``: what the runner's ``evaluate_split`` calls for classification
   (DataLoader and batch collation included; channels_last; on CUDA pinned memory,
   ``non_blocking`` copies and bf16/fp16 autocast);
@@ -59,9 +59,9 @@ from convert import (
     write_result,
 )
 
-from riembench.compact import embedded_layers, materialize
-from riembench.evaluate import autocast_dtype, classification_metrics, predict
-from riembench.network import select_layers
+from riembench.compression.compact import embedded_layers, materialize
+from riembench.compression.network import select_layers
+from riembench.harness.evaluate import autocast_dtype, classification_metrics, predict
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {"batch_size": 2, "batches": 2, "rounds": 1, "layers": "fc", "threads": 1},

@@ -29,14 +29,16 @@ import torch
 from convert import environment
 from omegaconf import OmegaConf
 
-from riembench.config import typed_group
-from riembench.data.synthetic import SyntheticConfig, build_synthetic
-from riembench.fit import FitConfig, fit
-from riembench.methods import METHODS
-from riembench.methods.embedding import EmbeddingMethod
-from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
-from riembench.starts.spectral import init_riem_spectral
-from riembench.starts.svd_warm import init_riem_from_svd
+from riembench.compression.methods.embedding import EmbeddingMethod
+from riembench.config.datasets import SyntheticConfig
+from riembench.config.fit import FitConfig
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.data.synthetic import build_synthetic
+from riembench.engine.fit import fit
+from riembench.engine.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
+from riembench.engine.starts.spectral import init_riem_spectral
+from riembench.engine.starts.svd_warm import init_riem_from_svd
 
 INITS: dict[str, dict[str, Callable | None]] = {
     "lpnorm": {"random": None,
@@ -74,9 +76,10 @@ def resnet_targets(layers: list[str]) -> dict[str, torch.Tensor]:
 
 def lenet_targets(epochs: int) -> tuple[dict[str, torch.Tensor], dict]:
     """Train LeNet-5 on scikit-learn's digits with the project's trainer; return fc1, fc2."""
-    from riembench.backbones.lenet5 import LeNet5Config
-    from riembench.backbones.train import TrainConfig, train_backbone
-    from riembench.data.images import DigitsConfig, build_digits
+    from riembench.config.backbones import LeNet5Config
+    from riembench.config.datasets import DigitsConfig
+    from riembench.data.images import build_digits
+    from riembench.harness.training import TrainConfig, train_backbone
 
     task = build_digits(DigitsConfig())
     cfg = TrainConfig(epochs=epochs, lr=0.05, batch_size=64, weight_decay=5e-4, label_smoothing=0.0,

@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 from convert import _rss_mib, environment, pick_device, sync, write_result
 
-from riembench.embeddings import RiemEmbedding, default_shifts
-from riembench.fit import FitConfig, fit
-from riembench.methods import METHODS
+from riembench.config.fit import FitConfig
+from riembench.config.methods import METHODS
+from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.fit import fit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIB = 2**20

@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
-from riembench.data.synthetic import SyntheticConfig, build_synthetic
-from riembench.embeddings import RiemEmbedding, default_shifts
-from riembench.evaluate import matvec_error
-from riembench.fit import FitConfig, fit
-from riembench.methods import METHODS
-from riembench.starts.svd_warm import init_riem_from_svd
-from riembench.store import package_versions
+from riembench.config.datasets import SyntheticConfig
+from riembench.config.fit import FitConfig
+from riembench.config.methods import METHODS
+from riembench.data.synthetic import build_synthetic
+from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.fit import fit
+from riembench.engine.starts.svd_warm import init_riem_from_svd
+from riembench.harness.evaluate import matvec_error
+from riembench.store.records import package_versions
 
 BASE = {"activation": "sigmoid", "wrap": True, "combine": "sum", "init": "svd"}
 VARIANTS = [

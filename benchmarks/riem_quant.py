@@ -31,17 +31,20 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from riembench.backbones import LeNet5Config, load_backbone
-from riembench.compact import POSITIONS, embedded_layers, quantize_embedded
-from riembench.config import typed_group
-from riembench.data.images import DigitsConfig, build_digits
-from riembench.evaluate import evaluate_accuracy
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob
-from riembench.network import get_module, select_layers, weight_matrix
-from riembench.quantize import quantize_tensor
-from riembench.size import ParamsSizeConfig, network_target
-from riembench.store import git_revision, package_versions
+from riembench.backbones import load_backbone
+from riembench.compression.compact import POSITIONS, embedded_layers, quantize_embedded
+from riembench.compression.methods.base import NetworkJob
+from riembench.compression.network import get_module, select_layers, weight_matrix
+from riembench.compression.quantize import quantize_tensor
+from riembench.config.backbones import LeNet5Config
+from riembench.config.datasets import DigitsConfig
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.config.sizes import ParamsSizeConfig
+from riembench.data.images import build_digits
+from riembench.harness.evaluate import evaluate_accuracy
+from riembench.sizing.budgets import network_target
+from riembench.store.records import git_revision, package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: the table-1 settings (Makefile T1RIEM / T1LP) at the paper's LeNet-5 FC sizes

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from riembench.embeddings import RiemEmbedding, default_shifts
-from riembench.fit import FitConfig, fit
-from riembench.store import package_versions
+from riembench.config.fit import FitConfig
+from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.fit import fit
+from riembench.store.records import package_versions
 
 
 def naive_fit(target: torch.Tensor, seed: int, d: int, d_mu: int, steps: int, lr: float,

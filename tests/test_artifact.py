@@ -10,16 +10,11 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.artifact import load_artifact, read_artifact, save_artifact
 from riembench.backbones.lenet5 import LeNet5
 from riembench.backbones.resnet9 import ResNet9
-from riembench.config import typed_group
-from riembench.cost import stored_tensors
-from riembench.errors import RiembenchError
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.network import dense_weight_count, select_layers
-from riembench.packing import (
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.network import dense_weight_count, select_layers
+from riembench.compression.packing import (
     ArtifactError,
     decode_bitmask,
     decode_uniform,
@@ -28,7 +23,12 @@ from riembench.packing import (
     pack_bits,
     unpack_bits,
 )
-from riembench.quantize import graph_quant_sites, quantize_tensor, restore_graph_quants
+from riembench.compression.quantize import graph_quant_sites, quantize_tensor, restore_graph_quants
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
+from riembench.sizing.artifact import load_artifact, read_artifact, save_artifact
+from riembench.sizing.cost import stored_tensors
 
 
 def lenet(seed: int = 0) -> nn.Module:
@@ -185,7 +185,7 @@ def test_quantizers_inside_the_graph_come_back_at_their_nodes(tmp_path, case):
     back at the same nodes of a fresh trace."""
     from torch import fx
 
-    from riembench.quantize import GRAPH_QUANT
+    from riembench.compression.quantize import GRAPH_QUANT
 
     out, layers = compress(case, resnet9())
     assert isinstance(out.model, fx.GraphModule)

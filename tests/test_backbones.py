@@ -15,15 +15,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch.utils.data import Dataset, TensorDataset
 
-import riembench.methods  # noqa: F401  (the main config's defaults need the method schemas)
+import riembench.compression.methods  # noqa: F401  (the main config's defaults need the method schemas)
 from riembench.backbones import (
-    BACKBONES,
     LeNet5,
-    LeNet5Config,
     ResNet9,
-    ResNet9Config,
     TaskShape,
-    TorchvisionConfig,
     checkpoint_path,
     lenet5_fc_params,
     linear_layers,
@@ -35,18 +31,19 @@ from riembench.backbones import (
     save_checkpoint,
 )
 from riembench.backbones import torchvision_models as tvm_mod
-from riembench.backbones.train import (
+from riembench.config.backbones import BACKBONES, LeNet5Config, ResNet9Config, TorchvisionConfig
+from riembench.config.datasets import DATASETS
+from riembench.config.identity import typed_group
+from riembench.config.tree import config_dir
+from riembench.core.errors import RiembenchError
+from riembench.harness.evaluate import evaluate_accuracy
+from riembench.harness.training import (
     TrainConfig,
     augment_batch,
     resolve_recipe,
     train_backbone,
     train_from_config,
 )
-from riembench.cli import config_dir
-from riembench.config import typed_group
-from riembench.data import DATASETS
-from riembench.errors import RiembenchError
-from riembench.evaluate import evaluate_accuracy
 
 CONF = Path(config_dir())
 
@@ -246,7 +243,7 @@ def test_random_weights_are_seeded_and_recorded(tmp_path):
 
 
 def test_none_backbone_has_no_network():
-    from riembench.config import BackboneConfig
+    from riembench.config.backbones import BackboneConfig
 
     with pytest.raises(RiembenchError, match="no network"):
         load_pretrained(BackboneConfig(), fake_task())

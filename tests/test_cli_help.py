@@ -6,19 +6,19 @@ import sys
 
 import pytest
 
-from riembench.cli import check_choices
-from riembench.errors import RiembenchError
+from riembench.cli.main import check_choices
+from riembench.core.errors import RiembenchError
 
 ENV = {**os.environ, "WANDB_MODE": "disabled"}
 
 
 def _cli(*args, **env):
-    return subprocess.run([sys.executable, "-m", "riembench.cli", *args], env={**ENV, **env},
+    return subprocess.run([sys.executable, "-m", "riembench.cli.main", *args], env={**ENV, **env},
                           check=False, capture_output=True, text=True, timeout=300)
 
 
 def test_importing_the_cli_and_config_does_not_import_torch():
-    code = ("import sys, riembench.cli, riembench.config, riembench.help_schemas; "
+    code = ("import sys, riembench.cli.main, riembench.config.run, riembench.config.sources; "
             "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'wandb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], env=ENV, check=True, capture_output=True,
                          text=True, timeout=120)
@@ -27,7 +27,7 @@ def test_importing_the_cli_and_config_does_not_import_torch():
 
 def test_help_lists_options_but_no_schemas_and_never_imports_torch():
     code = ("import sys, runpy; sys.argv = ['riembench', '--help']\n"
-            "try:\n    runpy.run_module('riembench.cli', run_name='__main__')\n"
+            "try:\n    runpy.run_module('riembench.cli.main', run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], env=ENV, check=False, capture_output=True,

@@ -17,20 +17,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from riembench.backbones import load_backbone
-from riembench.backbones.detr import DetrBackboneConfig, build_detr, load_detr
+from riembench.backbones.detr import build_detr, load_detr
 from riembench.backbones.registry import TaskShape
-from riembench.data.coco import (
-    AP_METRICS,
-    CocoConfig,
-    build_coco,
-    coco_ap,
-    detect,
-    label_to_category,
-)
-from riembench.errors import RiembenchError
-from riembench.network import select_layers
+from riembench.compression.network import select_layers
+from riembench.config.backbones import DetrBackboneConfig
+from riembench.config.datasets import CocoConfig
+from riembench.core.errors import RiembenchError
+from riembench.data.coco import AP_METRICS, build_coco, coco_ap, detect, label_to_category
 from riembench.report import build_table
-from riembench.store import RunRecord, RunStore
+from riembench.store.records import RunRecord, RunStore
 
 #: COCO's own ids for these names (sparse on purpose: DETR's class index is the category id)
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"},
@@ -257,7 +252,7 @@ def run(args: list[str], cwd: Path, store: Path) -> subprocess.CompletedProcess:
 def test_tiny_detr_end_to_end(tmp_path, coco_root):
     """Runner CLI (one multirun: original, then SVD at half the weights) and the reporter."""
     store = tmp_path / "runs"
-    out = run(["-m", "riembench.cli", "-m", "backbone=detr_r50", "backbone.weights=random",
+    out = run(["-m", "riembench.cli.main", "-m", "backbone=detr_r50", "backbone.weights=random",
                "backbone.tiny=true", "dataset=coco", f"data.root={coco_root}", "device=cpu",
                "seed=0", *FAST, "method=original,svd", "size=ratio", "size.ratio=0.5"],
               tmp_path, store)
@@ -273,7 +268,7 @@ def test_tiny_detr_end_to_end(tmp_path, coco_root):
     svd = next(r for r in records if r["method"] == "svd")
     assert svd["cost"]["params"] < svd["cost"]["original_layer_params"]
     out_dir = tmp_path / "tables"
-    rep = run(["-m", "riembench.report", "table4", "--store", str(store), "--out", str(out_dir), "--all-records"],
+    rep = run(["-m", "riembench.cli.report", "table4", "--store", str(store), "--out", str(out_dir), "--all-records"],
               tmp_path, store)
     assert rep.returncode == 0, rep.stderr[-3000:]
     for ext in ("csv", "tex", "md"):

@@ -11,8 +11,8 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.methods.dfq import (
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.dfq import (
     absorb_high_bias,
     correct_bias,
     equalize,
@@ -20,8 +20,9 @@ from riembench.methods.dfq import (
     fold_batchnorm,
     pair_ranges,
 )
-from riembench.network import select_layers
-from riembench.quantize import ActStats, quantize_tensor
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import ActStats, quantize_tensor
+from riembench.config.methods import METHODS
 
 CPU = torch.device("cpu")
 

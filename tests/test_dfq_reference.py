@@ -21,15 +21,15 @@ import copy
 import torch
 from torch import nn
 
-from riembench.methods.dfq import (
+from riembench.compression.methods.dfq import (
     absorb_high_bias,
     correct_bias,
     equalize,
     find_pairs,
     fold_batchnorm,
 )
-from riembench.network import select_layers
-from riembench.quantize import input_stats, quantize_weights
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import input_stats, quantize_weights
 
 TOL = 1e-6
 

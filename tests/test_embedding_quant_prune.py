@@ -10,15 +10,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
-from riembench.config import typed_group
-from riembench.cost import model_cost
-from riembench.errors import RiembenchError
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.methods.prune import prune_structured_info
-from riembench.network import select_layers
-from riembench.quantize import INPUT_QUANT
+from riembench.compression.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.prune import prune_structured_info
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import INPUT_QUANT
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
+from riembench.sizing.cost import model_cost
 
 
 class ConvNet(nn.Module):

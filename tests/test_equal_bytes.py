@@ -6,12 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from riembench.artifact import save_artifact
 from riembench.backbones.lenet5 import LeNet5
-from riembench.equal_bytes import prune_ratio_for, quant_cell, sized_cells
-from riembench.methods.prune import prune_unstructured
-from riembench.network import select_layers
+from riembench.cli.equal_bytes import prune_ratio_for, quant_cell, sized_cells
+from riembench.compression.methods.prune import prune_unstructured
+from riembench.compression.network import select_layers
 from riembench.report.table_bytes import join_paper, write_md, write_png
+from riembench.sizing.artifact import save_artifact
 
 
 def lenet() -> LeNet5:

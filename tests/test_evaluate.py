@@ -1,19 +1,19 @@
 """The evaluation loop: same predictions as a plain loop, top-5, layout/mode restored, progress."""
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from riembench.evaluate import (
+from riembench.data.tasks import NetworkTask
+from riembench.harness.evaluate import (
+    Evaluator,
     autocast_dtype,
     classification_metrics,
     predict,
     topk_accuracy,
 )
-from riembench.runner import evaluate_split
 
 
 def _net() -> nn.Module:
@@ -66,10 +66,20 @@ def test_progress_bar_counts_batches(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_runner_evaluate_split_reports_top1_and_top5():
+class _Task(NetworkTask):
+    name, num_classes, in_channels, image_size, dev_note = "t", 3, 1, 4, ""
+
+    def __init__(self, data):
+        self.data = data
+
+    def split(self, name):
+        return self.data
+
+
+def test_evaluator_reports_top1_top5_and_agreement_with_the_original():
     model, data = _net(), _data()
-    task = SimpleNamespace(dev=data)
-    reference = predict(model, data, batch_size=8)[0]
-    metrics = evaluate_split(task, model, "dev", torch.device("cpu"), 8, 0, reference)
+    evaluator = Evaluator(_Task(data), model, torch.device("cpu"), 8, 0)
+    metrics = evaluator.split(model, "dev")
     assert set(metrics) == {"acc", "top5", "agree", "out_rel_err"}
     assert metrics["top5"] >= metrics["acc"] and metrics["agree"] == 100.0
+    assert evaluator.score(model, "dev") == metrics["acc"]

@@ -17,14 +17,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-import riembench.store as store_mod
-from riembench import store_cli
-from riembench.cli import config_dir
-from riembench.errors import RiembenchError
+import riembench.store.records as store_mod
+from riembench.config.tree import config_dir
+from riembench.core.errors import RiembenchError
+from riembench.core.validate import InvalidInput
+from riembench.harness.runner import run
 from riembench.report.tables import current_records
-from riembench.runner import run
-from riembench.store import QUARANTINE, TRASH, RunRecord, RunStore, StoreError
-from riembench.validate import InvalidInput
+from riembench.store import cli as store_cli
+from riembench.store.records import QUARANTINE, TRASH, RunRecord, RunStore, StoreError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 # nystroem: fast, and its seeds differ (a deterministic method would run one seed per cell)
@@ -38,7 +38,7 @@ def _env(store: Path) -> dict[str, str]:
 
 
 def cli(args, cwd, store, timeout=300):
-    return subprocess.run([sys.executable, "-m", "riembench.cli", *args], cwd=cwd, env=_env(store),
+    return subprocess.run([sys.executable, "-m", "riembench.cli.main", *args], cwd=cwd, env=_env(store),
                           check=False, capture_output=True, text=True, timeout=timeout)
 
 
@@ -116,7 +116,7 @@ def test_damaged_record_is_named_quarantined_and_recomputed(tmp_path, caplog, da
     victim = sorted((root / "table5").glob("*.json"))[1]
     victim.write_bytes(damage)
     store = RunStore(root)
-    with caplog.at_level(logging.WARNING, logger="riembench.store"):
+    with caplog.at_level(logging.WARNING, logger="riembench.store.records"):
         records = list(store.iter_records("table5"))  # what the reporter reads through
     assert len(records) == 2
     assert str(victim) in caplog.text and "damaged" in caplog.text
@@ -156,7 +156,7 @@ def test_two_concurrent_sweeps_compute_each_seed_once(tmp_path):
             "size.ratio=0.4,0.5", "seeds=[0,1,2]", "threads=1", "hydra.launcher.n_jobs=1",
             f"hydra.sweep.dir={tmp_path}/multirun"]
     def start():
-        return subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
+        return subprocess.Popen([sys.executable, "-m", "riembench.cli.main", *args], cwd=tmp_path,
                                 env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
 
@@ -184,8 +184,8 @@ def test_a_seed_claimed_by_a_live_sweep_is_left_to_it(tmp_path):
     root = tmp_path / "runs"
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         cfg = compose("config", overrides=[*FAST, f"store.root={root}", "seeds=[1]"])
-    from riembench.runner import resolved_container
-    from riembench.store import run_key
+    from riembench.config.identity import run_key
+    from riembench.harness.cell import resolved_container
 
     key = run_key(resolved_container(cfg), 1)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
@@ -322,7 +322,8 @@ def test_bad_settings_fail_before_any_work(tmp_path, override, message):
 
 @pytest.mark.parametrize("size", ["mb", "params"])
 def test_bad_size_groups_fail_before_any_work(tmp_path, size):
-    from riembench.config import SIZES, typed_group
+    from riembench.config.identity import typed_group
+    from riembench.config.sizes import SIZES
 
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         bad = {"mb": ["size=mb", "size.mb=inf"], "params": ["size=params", "size.params=0"]}[size]
@@ -378,7 +379,7 @@ def test_sweep_goes_on_with_the_next_cell_when_one_cannot_be_written(tmp_path):
     root = tmp_path / "runs"
     script = textwrap.dedent(f"""
         import errno, os, sys
-        import riembench.store as s
+        import riembench.store.records as s
         real = os.link
         calls = []
         def link(src, dst, *a, **k):
@@ -390,7 +391,7 @@ def test_sweep_goes_on_with_the_next_cell_when_one_cannot_be_written(tmp_path):
         sys.argv = ["riembench", "-m", *{[*FAST, "dataset.n=20,21", "seeds=[0,1]",
                                          "hydra.launcher.n_jobs=1",
                                          f"hydra.sweep.dir={tmp_path}/multirun"]!r}]
-        from riembench.cli import main
+        from riembench.cli.main import main
         main()
     """)
     out = subprocess.run([sys.executable, "-c", script], check=False, cwd=tmp_path, env=_env(root),
@@ -450,7 +451,7 @@ def test_ctrl_c_stops_a_parallel_sweep_with_one_line(tmp_path):
             "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={tmp_path}/multirun"]
     # started as from a terminal: Ctrl-C at its default, whatever this test process inherited
     # (a process that ignores SIGINT passes that on to its children, and Python keeps it)
-    proc = subprocess.Popen([sys.executable, "-m", "riembench.cli", *args], cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "riembench.cli.main", *args], cwd=tmp_path,
                             env=_env(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True,
                             preexec_fn=_default_sigint)  # noqa: PLW1509 (see _default_sigint)

@@ -9,12 +9,13 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from riembench.cost import count_flops, model_cost
-from riembench.errors import RiembenchError
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.methods.prune import n_kept
-from riembench.network import select_layers
-from riembench.runner import model_size_and_flops
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.prune import n_kept
+from riembench.compression.network import select_layers
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
+from riembench.sizing.cost import count_flops, model_cost
+from riembench.sizing.measure import model_size_and_flops
 
 CPU = torch.device("cpu")
 

@@ -1,4 +1,4 @@
-"""The one graph analysis (riembench.graph) and what DFQ makes of it on MobileNetV2, the DFQ
+"""The one graph analysis (riembench.compression.graph) and what DFQ makes of it on MobileNetV2, the DFQ
 paper's own model: every equalizable pair found (depthwise convs, ReLU6), the same pairs as a
 port of jakc4103/DFQ's relation rule, equalization function-preserving once ReLU6 is a ReLU,
 and every activation quantized under the reference's scope."""
@@ -14,11 +14,18 @@ import torchvision
 from torch import fx, nn
 from torch.nn import functional as F
 
-from riembench.graph import ModelGraph, Op
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.methods.dfq import equalize, find_pairs, fold_batchnorm, pair_ranges, replace_relu6
-from riembench.network import select_layers
-from riembench.quantize import FakeQuantAct
+from riembench.compression.graph import ModelGraph, Op
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.dfq import (
+    equalize,
+    find_pairs,
+    fold_batchnorm,
+    pair_ranges,
+    replace_relu6,
+)
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import FakeQuantAct
+from riembench.config.methods import METHODS
 
 CPU = torch.device("cpu")
 
@@ -197,7 +204,7 @@ def test_dfq_on_mobilenet_v2_quantizes_every_activation_under_the_reference_scop
 
 
 def test_relu6_statistics_are_the_doubly_clipped_normal():
-    from riembench.quantize import ActStats
+    from riembench.compression.quantize import ActStats
 
     mu, sigma = torch.tensor([-1.0, 2.0, 5.0, 7.0]), torch.tensor([1.0, 2.0, 1.5, 0.5])
     stats = ActStats.gaussian(mu, sigma).after_relu6()
@@ -210,15 +217,14 @@ def test_relu6_statistics_are_the_doubly_clipped_normal():
 
 
 def test_input_range_from_the_task_normalization():
-    from riembench.data.images import DigitsConfig, build_digits
-    from riembench.quantize import input_range_of
+    from riembench.config.datasets import DigitsConfig
+    from riembench.data.images import build_digits
 
     task = build_digits(DigitsConfig(image_size=8))
-    lo, hi = input_range_of(task)
+    lo, hi = task.input_range()
     images = torch.stack([task.test[i][0] for i in range(len(task.test))])
     assert lo == pytest.approx(float(images.min()), abs=1e-5)  # black pixels exist
     assert hi >= float(images.max()) - 1e-5 and lo < 0 < hi
-    assert input_range_of(object()) is None
 
 
 def test_quantized_graph_module_keeps_names_and_copies(mobilenet):

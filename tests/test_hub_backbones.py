@@ -17,24 +17,18 @@ from pytorchcv.model_provider import get_model as ptcv_get_model
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
-import riembench.methods  # noqa: F401  (the main config's defaults need the method schemas)
-from riembench.backbones import (
-    BACKBONES,
-    PytorchcvConfig,
-    TimmConfig,
-    TorchvisionConfig,
-    backbone_label,
-    eval_preprocessing,
-    load_backbone,
-)
+import riembench.compression.methods  # noqa: F401  (the main config's defaults need the method schemas)
+from riembench.backbones import backbone_label, eval_preprocessing, load_backbone
 from riembench.backbones import pytorchcv_models as pcv
 from riembench.backbones.originals import PAPER_ORIGINALS
-from riembench.backbones.preprocess import STANDARD
-from riembench.cli import config_dir
-from riembench.config import typed_group
-from riembench.data.images import ImageNetConfig, build_imagenet
-from riembench.errors import RiembenchError
-from riembench.network import select_layers
+from riembench.compression.network import select_layers
+from riembench.config.backbones import BACKBONES, PytorchcvConfig, TimmConfig, TorchvisionConfig
+from riembench.config.datasets import ImageNetConfig
+from riembench.config.identity import typed_group
+from riembench.config.tree import config_dir
+from riembench.core.errors import RiembenchError
+from riembench.data.images import build_imagenet
+from riembench.data.preprocess import STANDARD
 
 CONF = Path(config_dir())
 
@@ -226,8 +220,8 @@ def test_layer_selection_dfq_pairs_and_prune_groups_on_hub_resnets(which, pcv_re
     stem's 2 inner convs)."""
     import copy
 
-    from riembench.methods.dfq import find_pairs, fold_batchnorm
-    from riembench.methods.prune import prunable_groups
+    from riembench.compression.methods.dfq import find_pairs, fold_batchnorm
+    from riembench.compression.methods.prune import prunable_groups
 
     model = copy.deepcopy(pcv_resnet10 if which == "pytorchcv" else timm_resnet10t)
     layers = select_layers(model, "all")

@@ -62,7 +62,7 @@ def test_table2_on_pytorchcv_and_timm_backbones(tmp_path, imagenet_val_root):
            "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1"}
     # both backbones in every sweep: pytorchcv at its own 224 px (its head pools a 7x7 map),
     # timm's resnet18.a1_in1k (default model of backbone=timm) with timm's own data config
-    base = ["riembench.cli", "-m", "experiment=table2", f"data.root={data}",
+    base = ["riembench.cli.main", "-m", "experiment=table2", f"data.root={data}",
             f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
             "backbone=fixture_pcv_resnet18,timm", "dataset.dev_size=4", "dataset.limit=8",
             "threads=1", "hydra.launcher.n_jobs=1", "seeds=[0]"]
@@ -101,7 +101,7 @@ def test_table2_on_pytorchcv_and_timm_backbones(tmp_path, imagenet_val_root):
         224, 235, "bicubic") and "timm" in prep_timm["origin"] and not prep_timm["overridden"]
 
     # fixture backbones and a first-block layer choice are not cells of table 2's plan
-    _run(["riembench.report", "table2", "--store", str(runs), "--out", str(out),
+    _run(["riembench.cli.report", "table2", "--store", str(runs), "--out", str(out),
           "--all-records"], tmp_path, env)
     with open(out / "table2.csv") as fh:
         rows = [r for r in csv.DictReader(fh) if r["paper_only"] == "False"]

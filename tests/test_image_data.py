@@ -12,9 +12,16 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from riembench.cli import config_dir
-from riembench.config import typed_group
-from riembench.data import DATASETS
+from riembench.config.datasets import (
+    DATASETS,
+    Cifar100Config,
+    DigitsConfig,
+    ImageNetConfig,
+    MnistConfig,
+)
+from riembench.config.identity import typed_group
+from riembench.config.tree import config_dir
+from riembench.core.errors import RiembenchError
 from riembench.data.images import (
     CIFAR100_MEAN,
     CIFAR100_STD,
@@ -22,14 +29,9 @@ from riembench.data.images import (
     IMAGENET_STD,
     MNIST_MEAN,
     MNIST_STD,
-    Cifar100Config,
-    DigitsConfig,
-    ImageNetConfig,
     ImageTask,
-    MnistConfig,
     make_loader,
 )
-from riembench.errors import RiembenchError
 
 
 def build(name: str, cfg, root: Path | None = None) -> ImageTask:
@@ -287,7 +289,7 @@ def test_yaml_configs_compose_and_validate(name, table):
         cfg = compose("config", overrides=[f"dataset={name}"])
         typed = typed_group(cfg.dataset, DATASETS)
     assert typed.name == name and typed.split_seed == 0
-    assert DATASETS.get(name).table == table
+    assert typed.table == table
 
 
 @pytest.mark.parametrize("schema,kwargs,message", [

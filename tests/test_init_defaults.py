@@ -11,13 +11,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.config import typed_group
-from riembench.embeddings import RiemEmbedding
-from riembench.errors import RiembenchError
-from riembench.fit import FitConfig, fit_parts
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.starts.spectral import init_riem_spectral_chain
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.config.fit import FitConfig
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
+from riembench.engine.embeddings import RiemEmbedding
+from riembench.engine.fit import fit_parts
+from riembench.engine.starts.spectral import init_riem_spectral_chain
 
 CPU = torch.device("cpu")
 
@@ -41,9 +42,9 @@ def mlp() -> nn.Module:
 def test_defaults_are_the_measured_best_starts():
     assert method("riem").cfg.init == "spectral"
     assert method("lpnorm").cfg.init == "mds"
-    with pytest.raises(RiembenchError, match="riem init"):
+    with pytest.raises(RiembenchError, match=r"'mds', expected one of \[spectral, svd, random\]"):
         method("riem", init="mds")
-    with pytest.raises(RiembenchError, match="lpnorm init"):
+    with pytest.raises(RiembenchError, match=r"'spectral', expected one of \[mds, farfield, random\]"):
         method("lpnorm", init="spectral")
 
 
@@ -93,3 +94,14 @@ def test_network_records_name_the_start_each_method_used(share: bool):
             assert all("chain" in i["init_note"] for i in inits)
         else:
             assert {i["init"] for i in inits} == {"mds"}
+
+
+def test_the_init_choices_are_the_registered_starts():
+    """The schemas' init enumerations (checked at composition, no torch) name exactly the
+    starts the engine registers for each embedding."""
+    from riembench.config.choices import LpNormInit, RiemInit
+    from riembench.engine.embeddings import LpNormEmbedding, RiemEmbedding
+    from riembench.engine.starts import names_for
+
+    assert sorted(names_for(RiemEmbedding)) == sorted(m.value for m in RiemInit)
+    assert sorted(names_for(LpNormEmbedding)) == sorted(m.value for m in LpNormInit)

@@ -1,4 +1,4 @@
-"""Data-free MDS / spectral initialisers (riembench.starts).
+"""Data-free MDS / spectral initialisers (riembench.engine.starts).
 
 Thresholds are measured values with a margin (noted next to each), so a regression in the
 geometry (wrong gauge recovery, a sign error in the far field) fails them.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import torch
 
-from riembench.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
-from riembench.fit import FitConfig, fit
-from riembench.linalg import standardise
-from riembench.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
-from riembench.starts.spectral import init_riem_spectral
-from riembench.starts.svd_warm import init_riem_from_svd
+from riembench.config.fit import FitConfig
+from riembench.engine.embeddings import LpNormEmbedding, RiemEmbedding, default_shifts
+from riembench.engine.fit import fit
+from riembench.engine.linalg import standardise
+from riembench.engine.starts.mds import init_lpnorm_farfield, init_lpnorm_mds
+from riembench.engine.starts.spectral import init_riem_spectral
+from riembench.engine.starts.svd_warm import init_riem_from_svd
 
 
 def _standardise(t):
@@ -182,7 +183,7 @@ def test_gauge_recovery_only_where_it_is_determined():
     """The rows/columns gauge solves k(k+1)/2 + k + 1 unknowns from m (n) means: it is used only
     when there are more equations than unknowns (else the start would need O(k^4) memory, as a
     1000 x 1000 table-5 target at d = 148 did: 23 GB, killed)."""
-    from riembench.starts.mds import _gauge_sides
+    from riembench.engine.starts.mds import _gauge_sides
 
     assert _gauge_sides(1000, 1000, 148) == ("identity",)
     assert _gauge_sides(512, 4608, 30) == ("rows", "cols", "identity")

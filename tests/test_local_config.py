@@ -2,7 +2,7 @@
 
 from hydra import compose, initialize_config_dir
 
-from riembench.cli import config_dir
+from riembench.config.tree import config_dir
 
 
 def _compose(overrides):

@@ -14,15 +14,17 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-import riembench.methods.autoencoder as ae
-import riembench.methods.manifold as mf
-import riembench.methods.svd as svd_mod
-from riembench.data.synthetic import SyntheticConfig, build_synthetic
-from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.evaluate import matvec_error
-from riembench.methods.base import METHODS, MatrixApprox
+import riembench.compression.methods.autoencoder as ae
+import riembench.compression.methods.manifold as mf
+import riembench.compression.methods.svd as svd_mod
+from riembench.compression.methods.base import MatrixApprox
+from riembench.config.datasets import SyntheticConfig
+from riembench.config.methods import METHODS
+from riembench.core.errors import ImpossibleBudget, RiembenchError
+from riembench.data.synthetic import build_synthetic
+from riembench.harness.evaluate import matvec_error
 
-CONF = Path(__file__).resolve().parents[1] / "src" / "riembench" / "conf" / "method"
+CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
 CPU = torch.device("cpu")
 N, BUDGET = 60, 1080  # 0.3 * 60^2
 
@@ -42,9 +44,12 @@ STOCHASTIC = ["nystroem", "autoencoder", "deep_autoencoder"]
 DETERMINISTIC = ["svd", "isomap", "lle", "kernel_pca"]
 
 
+def settings(name: str, **overrides):
+    return METHODS.schema(name)(**overrides)
+
+
 def method(name: str, **overrides):
-    schema = METHODS.schema(name)
-    return METHODS.get(name)(schema(**overrides))
+    return METHODS.get(name)(settings(name, **overrides))
 
 
 @pytest.fixture(scope="module")
@@ -142,20 +147,20 @@ def test_stochastic_methods_seeds_differ_and_repeat(name, fits, lowrank):
     assert not torch.allclose(a0, a1)
     [again] = method(name).approximate(lowrank.target, BUDGET, [0], CPU)
     assert torch.equal(again.a_hat, a0)
-    assert not method(name).deterministic
+    assert not settings(name).deterministic
 
 
 @pytest.mark.parametrize("name", DETERMINISTIC)
 def test_deterministic_methods_ignore_the_seed(name, fits):
     a0, a1 = (f.a_hat for f in fits[name])
     assert torch.equal(a0, a1)
-    assert method(name).deterministic
+    assert settings(name).deterministic
 
 
 def test_determinism_flag_follows_the_eigen_solver():
-    assert not method("kernel_pca", eigen_solver="arpack").deterministic
-    assert not method("lle", eigen_solver="arpack").deterministic
-    assert method("isomap", eigen_solver="arpack").deterministic  # no random_state to reach
+    assert not settings("kernel_pca", eigen_solver="arpack").deterministic
+    assert not settings("lle", eigen_solver="arpack").deterministic
+    assert settings("isomap", eigen_solver="arpack").deterministic  # no random_state to reach
 
 
 def test_embedding_size_is_capped_by_the_estimator():

@@ -2,8 +2,9 @@ import math
 
 import torch
 
-from riembench.data.synthetic import SyntheticConfig, build_synthetic, make_matrix
-from riembench.evaluate import matvec_error
+from riembench.config.datasets import SyntheticConfig
+from riembench.data.synthetic import build_synthetic, make_matrix
+from riembench.harness.evaluate import matvec_error
 
 
 def test_zero_predictor_scores_one_over_sqrt_n():
@@ -37,8 +38,8 @@ def test_output_fidelity_agreement_and_relative_error():
     import pytest
     import torch
 
-    from riembench.errors import RiembenchError
-    from riembench.evaluate import output_fidelity
+    from riembench.core.errors import RiembenchError
+    from riembench.harness.evaluate import output_fidelity
 
     ref = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
     same = output_fidelity(ref.clone(), ref)

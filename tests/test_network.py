@@ -9,17 +9,19 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.backbones import LeNet5, LeNet5Config, TaskShape, build_backbone
-from riembench.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
-from riembench.config import typed_group
-from riembench.embeddings import LpNormEmbedding, RiemEmbedding
-from riembench.errors import ImpossibleBudget, RiembenchError
-from riembench.evaluate import evaluate_accuracy
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
-from riembench.network import find_chains, select_layers, weight_matrix
-from riembench.runner import layer_numel
-from riembench.size import DimsSizeConfig, ParamsSizeConfig, RatioSizeConfig, network_target
+from riembench.backbones import LeNet5, TaskShape, build_backbone
+from riembench.compression.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.network import find_chains, select_layers, weight_matrix
+from riembench.config.backbones import LeNet5Config
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
+from riembench.config.sizes import DimsSizeConfig, ParamsSizeConfig, RatioSizeConfig
+from riembench.core.errors import ImpossibleBudget, RiembenchError
+from riembench.engine.embeddings import LpNormEmbedding, RiemEmbedding
+from riembench.harness.evaluate import evaluate_accuracy
+from riembench.sizing.budgets import network_target
+from riembench.sizing.measure import layer_numel
 
 CPU = torch.device("cpu")
 
@@ -167,7 +169,8 @@ def test_compact_checkpoint_roundtrip_and_size(tmp_path: Path):
 def test_converted_model_keeps_accuracy_on_digits(tmp_path: Path):
     """A small MLP trained on digits, FC layers converted by RieM at 80% of their size, stays
     within 3 points of its accuracy (at 50% it does not: docs/table1.md explains why)."""
-    from riembench.data.images import DigitsConfig, build_digits
+    from riembench.config.datasets import DigitsConfig
+    from riembench.data.images import build_digits
 
     task = build_digits(DigitsConfig(image_size=8), tmp_path)
     torch.manual_seed(0)

@@ -13,10 +13,12 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import riembench.backbones.train
-from riembench.cli import config_dir
-from riembench.errors import RiembenchError
-from riembench.plan import (
+import riembench.harness.training
+from riembench.config.identity import identity, run_key
+from riembench.config.tree import config_dir
+from riembench.core.errors import RiembenchError
+from riembench.harness.cell import known_tables, resolve_cell
+from riembench.harness.plans import (
     compose_cells,
     dry_run,
     expand,
@@ -27,8 +29,6 @@ from riembench.plan import (
     record_tables,
     steps,
 )
-from riembench.runner import known_tables, plan_cell
-from riembench.store import identity, run_key
 
 CONF = Path(config_dir())
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -42,7 +42,7 @@ TINY = {"table1": ["seeds=[0,1]"], "table2": ["dataset.limit=8", "seeds=[0,1]"],
 def riembench(args, cwd, store, timeout=300):
     env = {**os.environ, "RIEMBENCH_STORE": str(store), "WANDB_MODE": "disabled",
            "RIEMBENCH_TABLES": str(Path(cwd) / "tables-out")}
-    return subprocess.run([sys.executable, "-m", "riembench.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "riembench.cli.main", *args], cwd=cwd, env=env,
                           check=False, capture_output=True, text=True, timeout=timeout)
 
 
@@ -58,7 +58,7 @@ def test_every_table_has_a_plan_and_the_known_tables_are_theirs():
     for n in range(1, 6):
         assert f"table{n}" in names
     assert {"table1_mnist", "table1_cifar100", "table5_gpu"} <= set(names)
-    assert record_tables() == ["table1", "table2", "table3", "table4", "table5"]
+    assert record_tables() == ["equal_bytes", "table1", "table2", "table3", "table4", "table5"]
 
 
 @pytest.mark.parametrize("name", plan_names())
@@ -91,7 +91,7 @@ def test_every_experiment_composes_with_each_launcher(experiment):
                           return_hydra_config=True)
             assert cfg.table in known_tables() and len(cfg.seeds) == 10
             assert cfg.hydra.launcher._target_.split(".")[-1] in ("JoblibLauncher", "SlurmLauncher")
-        assert plan_cell(compose("config", overrides=[f"experiment={experiment}"])).keys
+        assert resolve_cell(compose("config", overrides=[f"experiment={experiment}"])).keys
 
 
 def test_variants_reuse_the_default_plan_with_their_dataset():
@@ -134,7 +134,7 @@ def test_table_accepts_only_known_tables(capsys):
         cfg = compose("config", overrides=["method=svd", "dataset.n=20"])
         cfg.table = "../../x"
         with pytest.raises(RiembenchError, match="not a known table"):
-            plan_cell(cfg)
+            resolve_cell(cfg)
 
 
 # ---------------------------------------------------------------------------------- keys
@@ -147,18 +147,18 @@ def _cfg(overrides):
 
 def test_key_leaves_out_what_the_schemas_mark_and_keeps_the_rest():
     base = ["method=riem", "dataset.n=50", "size.ratio=0.1"]
-    ref = plan_cell(_cfg(base)).keys[0]
+    ref = resolve_cell(_cfg(base)).keys[0]
     same = ["threads=3", "progress=false", "device=cpu", "method.progress=false",
             "method.fit.chunk_elems=1024", "store.root=/elsewhere", "wandb.mode=online",
             "data.num_workers=4", "data.batch_size=7", "data.root=/data", "seeds=[0,5]"]
     for extra in same:
-        assert plan_cell(_cfg([*base, extra])).keys[0] == ref, extra
+        assert resolve_cell(_cfg([*base, extra])).keys[0] == ref, extra
     for extra in ["method.fit.steps=7", "method.fit.lr=0.5", "dataset.n=51", "seed=1"]:
-        planned = plan_cell(_cfg([*base, extra]))
+        planned = resolve_cell(_cfg([*base, extra]))
         assert next(iter(planned.keys.values())) != ref, extra
     lenet = ["backbone=lenet5", "dataset=digits", "method=original"]
-    assert plan_cell(_cfg([*lenet, "backbone.cache_dir=/tmp/x"])).keys == \
-        plan_cell(_cfg(lenet)).keys
+    assert resolve_cell(_cfg([*lenet, "backbone.cache_dir=/tmp/x"])).keys == \
+        resolve_cell(_cfg(lenet)).keys
     # plain dicts (records) are read with the same schemas
     cfg = {"method": {"name": "riem", "progress": True, "fit": {"chunk_elems": 1, "steps": 3}},
            "threads": 1, "table": "table5"}
@@ -167,7 +167,7 @@ def test_key_leaves_out_what_the_schemas_mark_and_keeps_the_rest():
 
 
 def test_readme_cell_and_table5_plan_have_the_same_keys():
-    readme = plan_cell(_cfg(["method=riem_fast", "dataset=synthetic", "dataset.n=1000",
+    readme = resolve_cell(_cfg(["method=riem_fast", "dataset=synthetic", "dataset.n=1000",
                              "size.ratio=0.1", "dataset.family=randn", "seed=3"]))
     (cell,) = [c for c in compose_cells(steps(load_plan("table5"),
                                               ["method=riem_fast", "size.ratio=0.1",
@@ -176,9 +176,9 @@ def test_readme_cell_and_table5_plan_have_the_same_keys():
 
 
 def test_deterministic_methods_run_one_seed_decided_by_the_runner():
-    svd = plan_cell(_cfg(["method=svd", "dataset.n=40", "seeds=[4,5,6]"]))
+    svd = resolve_cell(_cfg(["method=svd", "dataset.n=40", "seeds=[4,5,6]"]))
     assert svd.deterministic and svd.seeds == [4] and svd.requested == [4, 5, 6]
-    nys = plan_cell(_cfg(["method=nystroem", "dataset.n=40", "seeds=[4,5,6]"]))
+    nys = resolve_cell(_cfg(["method=nystroem", "dataset.n=40", "seeds=[4,5,6]"]))
     assert not nys.deterministic and nys.seeds == [4, 5, 6]
 
 
@@ -259,13 +259,13 @@ def test_slurm_launcher_config_is_accepted_by_submitit(tmp_path, monkeypatch):
                                      slurm_max_num_timeout=params.pop("max_num_timeout"))
     base = set(OmegaConf.structured(BaseQueueConf).keys())
     executor.update_parameters(**{k if k in base else f"slurm_{k}": v for k, v in params.items()})
-    script = executor._executor._make_submission_file_text("python -m riembench.cli", "uid")
+    script = executor._executor._make_submission_file_text("python -m riembench.cli.main", "uid")
     assert "#SBATCH --gpus-per-node=1" in script and "#SBATCH --partition=gpu" in script
     assert "#SBATCH --ntasks-per-node=1" in script and "#SBATCH --time=720" in script
 
 
 def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_aside(tmp_path):
-    from riembench.migrate import migrate
+    from riembench.store.migrate import migrate
 
     folder = tmp_path / "runs" / "table5"
     folder.mkdir(parents=True)
@@ -295,7 +295,7 @@ def test_migrate_rekeys_legacy_records_flags_determinism_and_sets_duplicates_asi
 def test_migrate_marks_old_byte_budgets_as_counting_numbers_only(tmp_path):
     """A size=bytes record from before size.overhead existed budgeted the numbers only: it is
     re-keyed as overhead=unbudgeted, not as what size=bytes computes now."""
-    from riembench.migrate import migrate
+    from riembench.store.migrate import migrate
 
     folder = tmp_path / "runs" / "equal_bytes"
     folder.mkdir(parents=True)

@@ -10,9 +10,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.config import typed_group
-from riembench.methods import METHODS
-from riembench.methods.base import DevGuide, NetworkJob, SizeTarget
+from riembench.compression.methods.base import DevGuide, NetworkJob, SizeTarget
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
 
 CPU = torch.device("cpu")
 
@@ -95,18 +95,19 @@ def _tiny_digits_run(tmp_path, monkeypatch, protocol: str, method_name: str = "r
     evaluation recorded (and whether a method was compressing at the time)."""
     from hydra import compose, initialize_config_dir
 
-    from riembench import runner
-    from riembench.cli import config_dir
+    from riembench.config.tree import config_dir
+    from riembench.data.images import ImageTask
+    from riembench.harness import runner
 
     seen: list[tuple[str, bool]] = []
     state = {"compressing": False}
-    real_eval = runner.evaluate_split
+    real_split = ImageTask.split
 
-    def spy(task, model, split, *args, **kwargs):
+    def spy(task, split):  # every read of a split's data goes through here
         seen.append((split, state["compressing"]))
-        return real_eval(task, model, split, *args, **kwargs)
+        return real_split(task, split)
 
-    monkeypatch.setattr(runner, "evaluate_split", spy)
+    monkeypatch.setattr(ImageTask, "split", spy)
     cls = METHODS.get(method_name)
     real_compress = cls.compress
 
@@ -144,7 +145,7 @@ def test_dev_guided_never_reads_the_test_split_while_fitting(tmp_path, monkeypat
 
 
 def test_dev_guided_is_refused_where_there_is_no_checkpoint(tmp_path, monkeypatch):
-    from riembench.errors import RiembenchError
+    from riembench.core.errors import RiembenchError
 
     with pytest.raises(RiembenchError, match="has none"):
         _tiny_digits_run(tmp_path, monkeypatch, "dev_guided", method_name="svd")

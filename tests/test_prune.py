@@ -11,11 +11,12 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from riembench.cost import model_cost
-from riembench.errors import RiembenchError
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.methods.prune import n_kept, prune_structured, prune_unstructured
-from riembench.network import select_layers
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.prune import n_kept, prune_structured, prune_unstructured
+from riembench.compression.network import select_layers
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
+from riembench.sizing.cost import model_cost
 
 CPU = torch.device("cpu")
 X32 = torch.zeros(1, 3, 32, 32)

@@ -10,10 +10,11 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from riembench.errors import RiembenchError
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.network import select_layers
-from riembench.quantize import ActStats, FakeQuantAct, input_stats, quantize_tensor
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.network import select_layers
+from riembench.compression.quantize import ActStats, FakeQuantAct, input_stats, quantize_tensor
+from riembench.config.methods import METHODS
+from riembench.core.errors import RiembenchError
 
 CPU = torch.device("cpu")
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from riembench.cli.report import main as report_main
 from riembench.report import TABLES, build_table, load_paper_table, select_top_k, write_table
-from riembench.report.__main__ import main as report_main
 from riembench.report.paper import paper_dir
-from riembench.store import RunRecord, RunStore
+from riembench.store.records import RunRecord, RunStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper_tables"
 
@@ -154,12 +154,12 @@ def test_cli_all_with_empty_store_fails_clearly(tmp_path, capsys):
 
 def test_cli_module_writes_table_from_env_store(store, tmp_path):
     env = {**os.environ, "RIEMBENCH_STORE": str(store)}
-    res = subprocess.run([sys.executable, "-m", "riembench.report", "all", "--out", str(tmp_path / "t"),
+    res = subprocess.run([sys.executable, "-m", "riembench.cli.report", "all", "--out", str(tmp_path / "t"),
                           "--all-records"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert res.returncode == 0, res.stderr
     assert "table5: wrote" in res.stdout and (tmp_path / "t" / "table5.tex").is_file()
-    bad = subprocess.run([sys.executable, "-m", "riembench.report", "table5", "--store",
+    bad = subprocess.run([sys.executable, "-m", "riembench.cli.report", "table5", "--store",
                           str(tmp_path / "none"), "--out", str(tmp_path / "t2")],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0 and "no records for table 'table5'" in bad.stderr

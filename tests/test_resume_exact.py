@@ -2,7 +2,7 @@
 batch. Every parameter tensor has the batch axis first, the start, variable projection, Adam and
 the convergence test work per element, and the one product whose kernel torch picks by batch
 size (a matrix-vector product, which for a batch of one rounds differently) is computed the
-same way for a lone element (``riembench.linalg.batched_matvec``). So a seed is its batch's
+same way for a lone element (``riembench.engine.linalg.batched_matvec``). So a seed is its batch's
 result: the stated tolerance is float rounding (1e-6) for the parameters and the finished
 fit's weight errors, where without that care the fits' dynamics amplified a 1e-7 rounding
 difference into a 10% different finished error on this chain."""
@@ -13,9 +13,9 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.config import typed_group
-from riembench.methods import METHODS
-from riembench.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.config.identity import typed_group
+from riembench.config.methods import METHODS
 
 
 def _net() -> nn.Module:

@@ -3,10 +3,10 @@
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from riembench.cli import config_dir
-from riembench.run_summary import cell_line, cell_report, headline, summary_table, sweep_total
-from riembench.runner import CellOutcome
-from riembench.store import RunRecord
+from riembench.config.tree import config_dir
+from riembench.harness.runner import CellOutcome
+from riembench.harness.summary import cell_line, cell_report, headline, summary_table, sweep_total
+from riembench.store.records import RunRecord
 
 
 def _record(seed, err, status="ok"):

@@ -9,16 +9,19 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
-from riembench.artifact import load_artifact, read_artifact
 from riembench.backbones.lenet5 import LeNet5
-from riembench.data.images import DigitsConfig, build_digits
-from riembench.errors import RiembenchError
-from riembench.evaluate import accuracy, predict
-from riembench.methods.riem import RiemConfig
-from riembench.methods.svd import SvdConfig
-from riembench.network import select_layers
-from riembench.size import MbSizeConfig, network_target, resolve_bits
+from riembench.compression.network import select_layers
+from riembench.config.datasets import DigitsConfig
+from riembench.config.identity import typed_group
+from riembench.config.methods import QuantConfig, RiemConfig, SvdConfig
+from riembench.config.sizes import SIZES, MbSizeConfig, resolve_bits
+from riembench.core.errors import RiembenchError
+from riembench.data.images import build_digits
+from riembench.harness.evaluate import accuracy, predict
+from riembench.sizing.artifact import load_artifact, read_artifact
+from riembench.sizing.budgets import network_target
 
 
 def test_unset_bits_follow_the_method():
@@ -38,7 +41,7 @@ def test_bits_that_disagree_with_the_method_are_refused():
         resolve_bits(MbSizeConfig(mb=0.1, bits=8), SvdConfig())
     with pytest.raises(RiembenchError, match="method.w_bits=6"):
         resolve_bits(MbSizeConfig(mb=0.1, bits=8), RiemConfig(w_bits=6))
-    resolve_bits(MbSizeConfig(mb=0.1, bits=8), SvdConfig(), needs_size=False)  # unsized: ignored
+    resolve_bits(MbSizeConfig(mb=0.1, bits=8), QuantConfig(w_bits=4))  # unsized: ignored
 
 
 def test_mib_and_mb_are_different_budgets():
@@ -47,8 +50,8 @@ def test_mib_and_mb_are_different_budgets():
     mb = network_target(MbSizeConfig(mb=0.05, unit="mb", bits=8), model, layers)
     mib = network_target(MbSizeConfig(mb=0.05, unit="mib", bits=8), model, layers)
     assert mib.budget - mb.budget == int(0.05 * 2 ** 20) - int(0.05 * 1e6)
-    with pytest.raises(RiembenchError, match="size.unit must be one of mb, mib"):
-        MbSizeConfig(unit="MB")
+    with pytest.raises(RiembenchError, match=r"expected one of \[mb, mib\]"):
+        typed_group(OmegaConf.create({"name": "mb", "unit": "MB"}), SIZES)
 
 
 def test_unresolved_bits_cannot_size_a_network():
@@ -71,9 +74,9 @@ def test_a_run_records_its_artifact_as_its_stored_size(tmp_path):
     store, cache = tmp_path / "runs", tmp_path / "cache"
     env = {**os.environ, "RIEMBENCH_STORE": str(store), "RIEMBENCH_CACHE": str(cache),
            "WANDB_MODE": "disabled"}
-    _cli(["riembench.backbones.train", "backbone=lenet5", "dataset=digits", "train.epochs=1",
+    _cli(["riembench.harness.training", "backbone=lenet5", "dataset=digits", "train.epochs=1",
           "train.progress=false", "train.threads=1"], tmp_path, env)
-    common = ["riembench.cli", "backbone=lenet5", "dataset=digits", "threads=1",
+    common = ["riembench.cli.main", "backbone=lenet5", "dataset=digits", "threads=1",
               "progress=false", "seeds=[0]"]
     _cli(common + ["method=quant", "method.w_bits=4"], tmp_path, env)
     _cli(common + ["method=svd", "size=bytes", "size.bytes=30000", "method.w_bits=8"], tmp_path,
@@ -113,12 +116,12 @@ def test_a_measured_byte_budget_is_the_file(tmp_path, method_name, overrides):
     import torch
     from omegaconf import OmegaConf
 
-    from riembench.artifact import save_artifact
-    from riembench.byte_budget import measured_bytes_target
-    from riembench.config import typed_group
-    from riembench.methods import METHODS
-    from riembench.methods.base import NetworkJob
-    from riembench.size import BytesSizeConfig
+    from riembench.compression.methods.base import NetworkJob
+    from riembench.config.identity import typed_group
+    from riembench.config.methods import METHODS
+    from riembench.config.sizes import BytesSizeConfig
+    from riembench.sizing.artifact import save_artifact
+    from riembench.sizing.byte_budget import measured_bytes_target
 
     torch.manual_seed(0)
     model = LeNet5(10, 1, 32).eval()

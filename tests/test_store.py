@@ -2,7 +2,8 @@
 
 import json
 
-from riembench.store import RunRecord, RunStore, identity, run_key
+from riembench.config.identity import identity, run_key
+from riembench.store.records import RunRecord, RunStore
 
 
 def _record(seed=0, **cfg):

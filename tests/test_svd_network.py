@@ -10,11 +10,12 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from riembench.cost import model_cost
-from riembench.errors import ImpossibleBudget
-from riembench.methods.base import METHODS, NetworkJob, SizeTarget
-from riembench.methods.svd import plan_ranks
-from riembench.network import dense_weight_count, select_layers
+from riembench.compression.methods.base import NetworkJob, SizeTarget
+from riembench.compression.methods.svd import plan_ranks
+from riembench.compression.network import dense_weight_count, select_layers
+from riembench.config.methods import METHODS
+from riembench.core.errors import ImpossibleBudget
+from riembench.sizing.cost import model_cost
 
 CPU = torch.device("cpu")
 
@@ -117,7 +118,8 @@ def test_energy_allocation_feeds_small_layers_and_keeps_exact_low_rank():
     """The default network allocation spends the budget by singular-value energy: a small layer
     is never starved (proportional shares give LeNet-5's 10 x 84 layer less than rank 1 at
     table 1's size), and a layer of exact rank 2 gets exactly rank 2."""
-    from riembench.backbones import LeNet5Config, TaskShape, build_backbone
+    from riembench.backbones import TaskShape, build_backbone
+    from riembench.config.backbones import LeNet5Config
 
     torch.manual_seed(0)
     lenet = build_backbone(LeNet5Config(), TaskShape(10, 1, 32)).eval()
@@ -137,7 +139,8 @@ def test_energy_allocation_feeds_small_layers_and_keeps_exact_low_rank():
 
 
 def test_uniform_rank_is_the_largest_common_rank_that_fits():
-    from riembench.backbones import LeNet5Config, TaskShape, build_backbone
+    from riembench.backbones import TaskShape, build_backbone
+    from riembench.config.backbones import LeNet5Config
 
     lenet = build_backbone(LeNet5Config(), TaskShape(10, 1, 32)).eval()
     budget = 7200 - 214

@@ -22,10 +22,10 @@ def test_tiny_table1_on_digits(tmp_path):
     store, out, cache = tmp_path / "runs", tmp_path / "tables", tmp_path / "cache"
     env = {**os.environ, "RIEMBENCH_STORE": str(store), "RIEMBENCH_CACHE": str(cache),
            "WANDB_MODE": "disabled"}
-    _run(["riembench.backbones.train", "backbone=lenet5", "dataset=digits", "train.epochs=6",
+    _run(["riembench.harness.training", "backbone=lenet5", "dataset=digits", "train.epochs=6",
           "train.progress=false", "train.threads=1"], tmp_path, env)
     (ckpt,) = (cache / "checkpoints").glob("lenet5-*-digits-*.pt")
-    t1 = ["riembench.cli", "experiment=table1", "backbone=lenet5", "hydra.launcher.n_jobs=1",
+    t1 = ["riembench.cli.main", "experiment=table1", "backbone=lenet5", "hydra.launcher.n_jobs=1",
           "threads=1"]
     _run(t1 + ["method=original", "seeds=[0]"], tmp_path, env)
     _run(t1 + ["method=riem,lpnorm_p2", "size.params=7200", "seeds=[0,1,2,3]",
@@ -39,7 +39,7 @@ def test_tiny_table1_on_digits(tmp_path):
     riem = [r for r in records if r["method"] == "riem" and r["status"] == "ok"]
     assert all(r["cost"]["params"] <= 7200 for r in riem)
     assert riem and all(r["fit"]["weights"]["path"] == str(ckpt) for r in riem)
-    _run(["riembench.report", "table1", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
+    _run(["riembench.cli.report", "table1", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
     for suffix in ("csv", "tex", "md"):
         assert (out / f"table1.{suffix}").stat().st_size > 0
     with open(out / "table1.csv") as fh:

@@ -28,7 +28,7 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Complete
 
 
 def _mb_for(model: torch.nn.Module, layers: list[str], budget: int, bits: int) -> float:
-    """A size.mb that leaves ``budget`` numbers for ``layers``' weights (riembench.size)."""
+    """A size.mb that leaves ``budget`` numbers for ``layers``' weights (riembench.sizing.budgets)."""
     stored = sum(p.numel() for p in model.parameters()) + sum(
         b.numel() for m in model.modules() for n, b in m._buffers.items()
         if b is not None and n not in m._non_persistent_buffers_set)
@@ -56,7 +56,7 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path, imagenet_val_ro
     mb8 = _mb_for(model, layers, budget=12_000, bits=8)
     mb6 = _mb_for(model, layers, budget=9_000, bits=6)  # after pruning: fewer weights, any budget
 
-    t2 = ["riembench.cli", "-m", "experiment=table2", *common, "size.unit=mb"]  # _mb_for: 1e6 B
+    t2 = ["riembench.cli.main", "-m", "experiment=table2", *common, "size.unit=mb"]  # _mb_for: 1e6 B
     # the experiment sweeps size.mb over two values: an unsized method must still run once
     _run(t2 + ["method=original", "size.mb=8.36,5.58", "seeds=[0]"], tmp_path, env)
     _run(t2 + ["method=dfq,quant", "method.w_bits=6", "method.a_bits=6", "seeds=[0]"],
@@ -66,7 +66,7 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path, imagenet_val_ro
     _run(t2 + ["method=svd", f"size.mb={mb8}", "method.w_bits=8", f"method.layers={RIEM_LAYERS}",
                "seeds=[0]"],
          tmp_path, env)
-    t3 = ["riembench.cli", "-m", "experiment=table3", *common]
+    t3 = ["riembench.cli.main", "-m", "experiment=table3", *common]
     _run(t3 + ["method=original", "seeds=[0]"], tmp_path, env)
     for name in ("prune", "neuron_merge"):  # method.ratio is not riem's: one method a call
         _run(t3 + [f"method={name}", "method.ratio=0.25", "seeds=[0]"], tmp_path, env)
@@ -80,7 +80,7 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path, imagenet_val_ro
         r.get("error") for rs in recs.values() for r in rs]
     riem2 = [r for r in recs["table2"] if r["method"] == "riem"]
     original2 = next(r for r in recs["table2"] if r["method"] == "original")
-    for r in riem2:  # 8/16 within the budget; sizes and FLOPs from riembench.cost
+    for r in riem2:  # 8/16 within the budget; sizes and FLOPs from riembench.sizing.cost
         assert r["fit"]["w_bits"] == 8 and r["fit"]["a_bits"] == 16
         assert set(r["fit"]["act_ranges"]) == set(layers)
         assert r["cost"]["params"] <= 12_000 and r["cost"]["gflops"] > 0
@@ -104,7 +104,7 @@ def test_small_tables_2_and_3_through_cli_and_reporter(tmp_path, imagenet_val_ro
     assert pruned["cost"]["stored_mb"] < original["cost"]["stored_mb"]
 
     for table in ("table2", "table3"):
-        _run(["riembench.report", table, "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
+        _run(["riembench.cli.report", table, "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
         for suffix in ("csv", "tex", "md"):
             assert (out / f"{table}.{suffix}").stat().st_size > 0
     with open(out / "table2.csv") as fh:

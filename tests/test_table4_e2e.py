@@ -116,7 +116,7 @@ def test_small_table4_through_cli_and_reporter(tmp_path):
     env = {**os.environ, "RIEMBENCH_STORE": str(store), "WANDB_MODE": "disabled",
            "HF_HUB_OFFLINE": "1"}
     # `make table4` with EXTRA="device=cpu ...": its three sweeps, sizes scaled to this model
-    t4 = ["riembench.cli", "experiment=table4", f"backbone.weights={weights}",
+    t4 = ["riembench.cli.main", "experiment=table4", f"backbone.weights={weights}",
           f"data.root={data}", "device=cpu", "threads=1", *DATA]
     _run(t4 + ["method=original,quant", f"size.mb={SVD_MB}", "seeds=[0]"], tmp_path, env)
     _run(t4 + ["method=svd", f"size.mb={SVD_MB}", "seeds=[0]"], tmp_path, env)
@@ -144,7 +144,7 @@ def test_small_table4_through_cli_and_reporter(tmp_path):
     for split in ("dev", "test"):
         assert {m: original[f"{split}_{m}"] for m in AP_METRICS} == pytest.approx(expected)
 
-    _run(["riembench.report", "table4", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
+    _run(["riembench.cli.report", "table4", "--store", str(store), "--out", str(out), "--all-records"], tmp_path, env)
     for suffix in ("csv", "tex", "md"):
         assert (out / f"table4.{suffix}").stat().st_size > 0
     with open(out / "table4.csv") as fh:

@@ -17,13 +17,13 @@ def test_tiny_table5_sweep_writes_csv_tex_and_plot(tmp_path):
     # the table's plan, narrowed to four methods and one family at N=40 (values it sweeps
     # narrow, values it fixes are replaced)
     sweep = subprocess.run(
-        [sys.executable, "-m", "riembench.cli", "table=table5", *tiny, "hydra.launcher.n_jobs=1"],
+        [sys.executable, "-m", "riembench.cli.main", "table=table5", *tiny, "hydra.launcher.n_jobs=1"],
         cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=600)
     assert sweep.returncode == 0, sweep.stderr[-3000:]
     # methods x ratios x seeds; svd is deterministic: one seed per cell
     assert len(list((store / "table5").glob("*.json"))) == 3 * 2 * 4 + 2
     assert (tmp_path / "riembench-tables" / "table5.csv").is_file()  # the plan's own report
-    rep = subprocess.run([sys.executable, "-m", "riembench.report", "table5", *tiny, "--store",
+    rep = subprocess.run([sys.executable, "-m", "riembench.cli.report", "table5", *tiny, "--store",
                           str(store), "--out", str(out)], cwd=tmp_path, env=env, check=False,
                          capture_output=True, text=True, timeout=300)
     assert rep.returncode == 0, rep.stderr[-3000:]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from wandb_files import read_runs
 
-from riembench.tracking import fit_curve, metric_name, resolve_mode
+from riembench.harness.tracking import fit_curve, metric_name, resolve_mode
 
 
 def test_metric_names_and_modes(monkeypatch):
@@ -30,7 +30,7 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
            "WANDB_DIR": str(wb), "WANDB_PROJECT": "rb-test", "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_SILENT", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "riembench.cli", "-m", "method=riem,lpnorm", "dataset.n=40",
+        [sys.executable, "-m", "riembench.cli.main", "-m", "method=riem,lpnorm", "dataset.n=40",
          "size.ratio=0.1,0.3", "seeds=[0,1]", "hydra.launcher.n_jobs=1", f"hydra.sweep.dir={sweep}",
          "method.fit.steps=40", "method.fit.eval_every=10", "method.fit.warmup=0"],
         cwd=tmp_path, env=env, check=False, capture_output=True, text=True, timeout=600)
@@ -86,7 +86,7 @@ def test_sweep_logs_one_wandb_run_per_cell_and_seed_and_summarises(tmp_path):
     assert cell["seeds"] == [0, 1] and cell["metric"] == "test_error"
 
     # a report run logs the table files it wrote as one artifact
-    rep = subprocess.run([sys.executable, "-m", "riembench.report", "table5", "--store",
+    rep = subprocess.run([sys.executable, "-m", "riembench.cli.report", "table5", "--store",
                           str(store), "--out", str(tmp_path / "tables"), "--all-records"],
                          cwd=tmp_path, env=env,
                          check=False, capture_output=True, text=True, timeout=300)
@@ -101,8 +101,8 @@ def test_a_wandb_that_cannot_start_loses_no_record(tmp_path, monkeypatch, caplog
     import wandb
     from omegaconf import OmegaConf
 
-    from riembench.store import RunRecord, RunStore
-    from riembench.tracking import cell_tracker
+    from riembench.harness.tracking import cell_tracker
+    from riembench.store.records import RunRecord, RunStore
 
     def refuse(*args, **kwargs):
         raise wandb.errors.UsageError("api_key not configured (no-tty)")

@@ -6,8 +6,8 @@ import time
 from hydra import compose, initialize_config_dir
 from wandb_files import read_runs
 
-from riembench.backbones.train import train_from_config
-from riembench.cli import config_dir
+from riembench.config.tree import config_dir
+from riembench.harness.training import train_from_config
 
 
 def test_training_is_a_wandb_run_with_epoch_history(tmp_path, monkeypatch, caplog):

@@ -32,7 +32,8 @@ def wheel(tmp_path_factory):
     src = tmp / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "local")
     shutil.copytree(ROOT / "src", src / "src", ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    shutil.copytree(ROOT / "conf", src / "conf", ignore=ignore)
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                   "-q", "-w", str(tmp / "dist"), str(src)], env=_clean_env())

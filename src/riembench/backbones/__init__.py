@@ -5,17 +5,9 @@
 any ``pytorchcv`` or ``timm`` model by name (``backbone.model``), each with its library's own
 evaluation preprocessing (:func:`eval_preprocessing`).
 Load any of them with :func:`load_pretrained` (model) or :func:`load_backbone` (model and the
-provenance of its weights). The trainer lives in :mod:`riembench.backbones.train`.
+provenance of its weights). The trainer lives in :mod:`riembench.harness.training`.
 """
 
-from riembench.backbones import (  # noqa: F401  (registers)
-    detr,
-    lenet5,
-    pytorchcv_models,
-    resnet9,
-    timm_models,
-    torchvision_models,
-)
 from riembench.backbones.checkpoints import (
     LoadedBackbone,
     checkpoint_path,
@@ -26,23 +18,27 @@ from riembench.backbones.checkpoints import (
     save_checkpoint,
     train_command,
 )
-from riembench.backbones.lenet5 import LeNet5, LeNet5Config, lenet5_fc_params
-from riembench.backbones.preprocess import EvalPreprocessing
-from riembench.backbones.pytorchcv_models import PytorchcvConfig
+from riembench.backbones.lenet5 import LeNet5, lenet5_fc_params
 from riembench.backbones.registry import (
-    BACKBONES,
     BackboneEntry,
     TaskShape,
-    TrainedBackboneConfig,
     backbone_label,
     build_backbone,
     eval_preprocessing,
     linear_layers,
     linear_param_count,
 )
-from riembench.backbones.resnet9 import ResNet9, ResNet9Config, resnet9_fc_params
-from riembench.backbones.timm_models import TimmConfig
-from riembench.backbones.torchvision_models import TorchvisionConfig
+from riembench.backbones.resnet9 import ResNet9, resnet9_fc_params
+from riembench.config.backbones import (
+    BACKBONES,
+    LeNet5Config,
+    PytorchcvConfig,
+    ResNet9Config,
+    TimmConfig,
+    TorchvisionConfig,
+    TrainedBackboneConfig,
+)
+from riembench.data.preprocess import EvalPreprocessing
 
 __all__ = [
     "BACKBONES",

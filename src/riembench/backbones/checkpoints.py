@@ -27,20 +27,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from riembench.atomic import atomic_write
 from riembench.backbones.pytorchcv_models import load_pytorchcv
-from riembench.backbones.registry import (
-    BACKBONES,
-    TaskShape,
-    TrainedBackboneConfig,
-    as_typed,
-    backbone_label,
-)
+from riembench.backbones.registry import TaskShape, as_typed, backbone_label
 from riembench.backbones.timm_models import load_timm
 from riembench.backbones.torchvision_models import load_torchvision
-from riembench.digest import file_digest
-from riembench.errors import RiembenchError
-from riembench.validate import require_finite_module, require_finite_state
+from riembench.config.backbones import BACKBONES, TrainedBackboneConfig
+from riembench.core.atomic import atomic_write
+from riembench.core.digest import file_digest
+from riembench.core.errors import RiembenchError
+from riembench.core.validate import require_finite_module, require_finite_state
 
 log = logging.getLogger("riembench")
 

@@ -20,16 +20,15 @@ every ``riembench`` call imports the backbone registry.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
-from riembench.config import BackboneConfig
-from riembench.errors import RiembenchError
+from riembench.backbones.registry import BackboneEntry, TaskShape
+from riembench.config.backbones import DetrBackboneConfig
+from riembench.core.errors import RiembenchError
 
 log = logging.getLogger("riembench")
 
@@ -41,20 +40,6 @@ TINY_RESNET = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
                "layer_type": "basic", "out_features": ["stage2"]}
 
 
-@dataclass
-class DetrBackboneConfig(BackboneConfig):
-    name: str = "detr_r50"
-    #: None: the Hugging Face cache entry of ``repo_id`` at ``revision``; "random": seeded random
-    #: init (tests, benchmarks; recorded as such); else a ``save_pretrained`` directory
-    weights: str | None = None
-    repo_id: str = "facebook/detr-resnet-50"
-    revision: str = "main"
-    #: Hugging Face hub cache to look in; None: huggingface_hub's default (HF_HUB_CACHE/HF_HOME)
-    cache_dir: str | None = field(default=None, metadata={"identity": False})
-    #: weights=random only: the tiny test architecture instead of DETR-R50
-    tiny: bool = False
-    #: seed of the random init for weights=random
-    init_seed: int = 0
 
 
 def detr_config(cfg: DetrBackboneConfig, num_labels: int) -> Any:
@@ -156,5 +141,4 @@ def load_detr(cfg: DetrBackboneConfig, task: Any) -> tuple[nn.Module, dict[str, 
     return model.eval(), {"source": "transformers", **where, "num_labels": num_labels}
 
 
-BACKBONES.register("detr_r50", DetrBackboneConfig)(
-    BackboneEntry(source="transformers", build=build_detr))
+ENTRY = BackboneEntry(source="transformers", build=build_detr)

@@ -8,29 +8,18 @@ traces the model and a compressed layer can be swapped in by name.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from riembench.backbones.registry import (
-    BACKBONES,
-    BackboneEntry,
-    TaskShape,
-    TrainedBackboneConfig,
-)
+from riembench.backbones.registry import BackboneEntry, TaskShape
+from riembench.config.backbones import LeNet5Config
 
 FC_WIDTHS = (120, 84)
 
 
-@dataclass
-class LeNet5Config(TrainedBackboneConfig):
-    name: str = "lenet5"
-    #: BatchNorm after each conv, as in the authors' 2023 LeNet notebook (flat-learning repo);
-    #: off by default (classic LeNet-5). Does not change the FC layers or their count.
-    conv_bn: bool = False
 
 
 def conv1_padding(image_size: int) -> int:
@@ -86,5 +75,4 @@ def _fc_params(cfg: LeNet5Config, shape: TaskShape) -> int:
     return lenet5_fc_params(shape.num_classes, shape.image_size)
 
 
-BACKBONES.register("lenet5", LeNet5Config)(
-    BackboneEntry(source="trained", build=build_lenet5, fc_params=_fc_params))
+ENTRY = BackboneEntry(source="trained", build=build_lenet5, fc_params=_fc_params)

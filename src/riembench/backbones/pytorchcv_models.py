@@ -23,7 +23,6 @@ import importlib.metadata
 import logging
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,12 @@ import torch
 from torch import nn
 
 from riembench.backbones.originals import PYTORCHCV_RETIRED, ZooFile, paper_backbone
-from riembench.backbones.preprocess import EvalPreprocessing
-from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
+from riembench.backbones.registry import BackboneEntry, TaskShape
 from riembench.backbones.torchvision_models import load_strict, read_state_dict
-from riembench.config import BackboneConfig
-from riembench.digest import file_digest
-from riembench.errors import RiembenchError
+from riembench.config.backbones import PytorchcvConfig
+from riembench.core.digest import file_digest
+from riembench.core.errors import RiembenchError
+from riembench.data.preprocess import EvalPreprocessing
 
 log = logging.getLogger("riembench")
 
@@ -47,21 +46,6 @@ _TABLE_ROW = re.compile(r"^\|\s*(?P<caption>[^|]+?)\s*\|\s*(?P<top1>\d+\.\d+)\s*
                         r"\.log\)")
 
 
-@dataclass
-class PytorchcvConfig(BackboneConfig):
-    name: str = "pytorchcv"
-    #: pytorchcv's model name (``pytorchcv.model_provider.get_model``)
-    model: str = "resnet18"
-    #: None: ``weights_file`` in ``store_dir``; "random": seeded random init (tests; recorded as
-    #: such); anything else: path of a state-dict file in pytorchcv's format
-    weights: str | None = None
-    #: the model-store file name; None: the one the installed pytorchcv serves for ``model``
-    weights_file: str | None = None
-    #: pytorchcv's model store (its ``get_model(..., root=)`` default)
-    store_dir: str = "~/.torch/models"
-    #: compare the file's SHA-1 with pytorchcv's table (or the hash prefix in its name)
-    check_hash: bool = True
-    init_seed: int = 0
 
 
 @functools.cache
@@ -224,6 +208,5 @@ def load_pytorchcv(cfg: PytorchcvConfig) -> tuple[nn.Module, dict[str, Any]]:
     return model, provenance
 
 
-BACKBONES.register("pytorchcv", PytorchcvConfig)(
-    BackboneEntry(source="pytorchcv", build=build_pytorchcv, preprocessing=preprocessing,
-                  label=label))
+ENTRY = BackboneEntry(source="pytorchcv", build=build_pytorchcv, preprocessing=preprocessing,
+                      label=label)

@@ -9,24 +9,16 @@ backbone is one module and one YAML, like a new method.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 from torch import nn
 
-from riembench.backbones.preprocess import EvalPreprocessing
-from riembench.config import BackboneConfig, typed_group
-from riembench.errors import RiembenchError
-from riembench.registry import Registry
-
-#: where trained-here checkpoints live unless ``backbone.cache_dir`` says otherwise
-DEFAULT_CACHE_DIR = "${oc.env:RIEMBENCH_CACHE,'~/.cache/riembench'}/checkpoints"
-
-#: config fields that choose *which weights* to load, not the architecture; they are left out
-#: of the architecture tag in checkpoint names so the same network trained once is found again
-LOADING_FIELDS = frozenset({"name", "cache_dir", "weights", "train_seed", "train_hash",
-                            "init_seed"})
+from riembench.config.backbones import BACKBONES
+from riembench.config.identity import typed_group
+from riembench.core.errors import RiembenchError
+from riembench.data.preprocess import EvalPreprocessing
 
 
 @dataclass(frozen=True)
@@ -63,33 +55,10 @@ class BackboneEntry:
     label: Callable[[Any], str] | None = None
 
 
-@dataclass
-class TrainedBackboneConfig(BackboneConfig):
-    """Fields shared by backbones trained here (lenet5, resnet9).
-
-    ``weights``: None loads the cached checkpoint for the dataset (``cache_dir``), ``"random"``
-    builds a seeded random network (tests and benchmarks; recorded as such), anything else is
-    the path of a checkpoint file written by ``riembench-train``.
-    """
-
-    cache_dir: str = field(default=DEFAULT_CACHE_DIR, metadata={"identity": False})
-    weights: str | None = None
-    #: which training run to load: the ``train.seed`` it was trained with ...
-    train_seed: int = 0
-    #: ... and, when several recipes were trained, the 8-hex hash in the file name
-    train_hash: str | None = None
-    #: seed of the random init for ``weights=random``
-    init_seed: int = 0
-
-    def arch(self) -> dict[str, Any]:
-        """The architecture fields (everything that is not about choosing weights)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.name not in LOADING_FIELDS}
 
 
-BACKBONES: Registry[BackboneEntry] = Registry("backbone")
-# table 5's synthetic matrices have no network; the schema is the one config.py stores
-BACKBONES.register("none", BackboneConfig)(BackboneEntry(source="none"))
+#: table 5's synthetic matrices have no network
+NO_NETWORK = BackboneEntry(source="none")
 
 
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Linear]]:

@@ -14,38 +14,16 @@ input is then ``round(512 * width)``. ``head_hidden`` replaces the single ``fc``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from riembench.backbones.registry import (
-    BACKBONES,
-    BackboneEntry,
-    TaskShape,
-    TrainedBackboneConfig,
-)
-from riembench.errors import RiembenchError
+from riembench.backbones.registry import BackboneEntry, TaskShape
+from riembench.config.backbones import ResNet9Config
 
 BASE_CHANNELS = (64, 128, 256, 512)
 
 
-@dataclass
-class ResNet9Config(TrainedBackboneConfig):
-    name: str = "resnet9"
-    #: channel multiplier for every conv (1.0 = the paper's network)
-    width: float = 1.0
-    #: None: one Linear(512, classes) (Myrtle); an int h: Linear(512, h) -> relu -> Linear(h, C)
-    head_hidden: int | None = None
-    #: constant multiplier on the logits (Myrtle's ResNet-9: 0.125; 1.0 = plain Linear head)
-    logit_scale: float = 0.125
-
-    def __post_init__(self) -> None:
-        if not self.width > 0:
-            raise RiembenchError(f"resnet9 width must be > 0, got {self.width}")
-        if self.head_hidden is not None and self.head_hidden < 1:
-            raise RiembenchError(f"resnet9 head_hidden must be >= 1 or null, got {self.head_hidden}")
 
 
 def channels(width: float) -> tuple[int, int, int, int]:
@@ -109,5 +87,4 @@ def _fc_params(cfg: ResNet9Config, shape: TaskShape) -> int:
     return resnet9_fc_params(shape.num_classes, cfg.width, cfg.head_hidden)
 
 
-BACKBONES.register("resnet9", ResNet9Config)(
-    BackboneEntry(source="trained", build=build_resnet9, fc_params=_fc_params))
+ENTRY = BackboneEntry(source="trained", build=build_resnet9, fc_params=_fc_params)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,10 @@ import torch
 from torch import nn
 
 from riembench.backbones.originals import paper_backbone
-from riembench.backbones.preprocess import TimmPreprocessing
-from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
-from riembench.config import BackboneConfig
-from riembench.errors import RiembenchError
+from riembench.backbones.registry import BackboneEntry, TaskShape
+from riembench.config.backbones import TimmConfig
+from riembench.core.errors import RiembenchError
+from riembench.data.preprocess import TimmPreprocessing
 
 log = logging.getLogger("riembench")
 
@@ -36,17 +35,6 @@ log = logging.getLogger("riembench")
 HUB_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-@dataclass
-class TimmConfig(BackboneConfig):
-    name: str = "timm"
-    #: timm model name with its pretrained tag (``timm.list_pretrained()``)
-    model: str = "resnet18.a1_in1k"
-    #: None: the Hugging Face hub cache; "random": seeded random init (tests; recorded as such);
-    #: anything else: a weights file (.safetensors, .bin, .pth) in timm's format
-    weights: str | None = None
-    #: the hub cache directory; None: huggingface_hub's (HF_HUB_CACHE / HF_HOME)
-    hub_cache: str | None = None
-    init_seed: int = 0
 
 
 def version() -> str:
@@ -174,5 +162,4 @@ def load_timm(cfg: TimmConfig) -> tuple[nn.Module, dict[str, Any]]:
                                          "results/results-imagenet.csv is in the repository)"}
 
 
-BACKBONES.register("timm", TimmConfig)(
-    BackboneEntry(source="timm", build=build_timm, preprocessing=preprocessing, label=label))
+ENTRY = BackboneEntry(source="timm", build=build_timm, preprocessing=preprocessing, label=label)

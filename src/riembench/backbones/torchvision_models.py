@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -23,12 +22,12 @@ import torchvision.models as tvm
 from torch import nn
 
 from riembench.backbones.originals import paper_backbone
-from riembench.backbones.preprocess import EvalPreprocessing
-from riembench.backbones.registry import BACKBONES, BackboneEntry, TaskShape
-from riembench.config import BackboneConfig
-from riembench.digest import file_digest
-from riembench.errors import RiembenchError
-from riembench.validate import require_finite_state
+from riembench.backbones.registry import BackboneEntry, TaskShape
+from riembench.config.backbones import TorchvisionConfig
+from riembench.core.digest import file_digest
+from riembench.core.errors import RiembenchError
+from riembench.core.validate import require_finite_state
+from riembench.data.preprocess import EvalPreprocessing
 
 log = logging.getLogger("riembench")
 
@@ -48,17 +47,6 @@ _DENSENET_KEY = re.compile(
 _HASH_IN_NAME = re.compile(r"-([a-f0-9]{8,})\.")
 
 
-@dataclass
-class TorchvisionConfig(BackboneConfig):
-    name: str = "resnet18"
-    #: None: torchvision's cache file for ``variant``; "random": seeded random init (tests,
-    #: benchmarks; recorded as such); anything else: path of a state-dict file
-    weights: str | None = None
-    #: torchvision weights enum member; IMAGENET1K_V1 is what the paper's sizes correspond to
-    variant: str = "IMAGENET1K_V1"
-    #: compare the file's SHA-256 with the prefix in torchvision's file name
-    check_hash: bool = True
-    init_seed: int = 0
 
 
 def weights_enum(name: str, variant: str) -> Any:
@@ -172,6 +160,5 @@ def preprocessing(cfg: TorchvisionConfig) -> EvalPreprocessing:
                                     f"{cfg.variant}.transforms()")
 
 
-for _name in MODELS:
-    BACKBONES.register(_name, TorchvisionConfig)(
-        BackboneEntry(source="torchvision", build=build_torchvision, preprocessing=preprocessing))
+#: every name of config.backbones.TORCHVISION_MODELS (a test checks they agree with MODELS)
+ENTRY = BackboneEntry(source="torchvision", build=build_torchvision, preprocessing=preprocessing)

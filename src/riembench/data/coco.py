@@ -41,8 +41,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from riembench.data.registry import DATASETS
-from riembench.errors import RiembenchError
+from riembench.config.datasets import CocoConfig
+from riembench.core.errors import RiembenchError
+from riembench.data.tasks import NetworkTask
 
 log = logging.getLogger("riembench")
 
@@ -52,44 +53,6 @@ VAL_IMAGES_URL = "http://images.cocodataset.org/zips/val2017.zip"
 ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/annotations_trainval2017.zip"
 
 
-@dataclass
-class CocoConfig:
-    name: str = "coco"
-    #: folder of the val images (``<file_name>`` of each image entry), under the data root
-    #: unless absolute
-    images_dir: str = "coco/val2017"
-    #: instances (bbox) annotations, under the data root unless absolute
-    annotations: str = "coco/annotations/instances_val2017.json"
-    #: val images held out as dev (seeded) and removed from test
-    dev_size: int = 500
-    split_seed: int = 0
-    #: quick runs: at most this many images of each split (seed-fixed subsets; null = all)
-    limit: int | None = None
-    #: DetrImageProcessor resize: shorter side to this ...
-    shortest_edge: int = 800
-    #: ... unless the longer side would exceed this
-    longest_edge: int = 1333
-    #: images per forward pass. Part of the run's identity on purpose: a batch is padded to its
-    #: largest image, which changes the backbone's features near the border slightly.
-    #: (``data.batch_size``, 256 for classification, is not used: far too large at 800 px.)
-    batch_size: int = 8
-    #: keep detections scoring above this; 0 keeps all queries, as DETR's own evaluation does
-    score_threshold: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.dev_size < 1:
-            raise RiembenchError(f"dev_size must be >= 1 (dev picks seeds), got {self.dev_size}")
-        if self.split_seed < 0:
-            raise RiembenchError(f"split_seed must be >= 0, got {self.split_seed}")
-        if self.limit is not None and self.limit < 1:
-            raise RiembenchError(f"limit must be >= 1 or null, got {self.limit}")
-        if not 1 <= self.shortest_edge <= self.longest_edge:
-            raise RiembenchError(f"need 1 <= shortest_edge <= longest_edge, got "
-                                 f"{self.shortest_edge}, {self.longest_edge}")
-        if self.batch_size < 1:
-            raise RiembenchError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0.0 <= self.score_threshold < 1.0:
-            raise RiembenchError(f"score_threshold must be in [0, 1), got {self.score_threshold}")
 
 
 # ------------------------------------------------------------------------------------ scoring
@@ -268,7 +231,7 @@ def detect(model: nn.Module, images: CocoImages, processor: Any, label_map: Mapp
 
 
 @dataclass
-class CocoTask:
+class CocoTask(NetworkTask):
     """COCO detection: dev/test image ids over one annotation file, and its own metrics.
 
     ``num_classes`` is DETR's head size for these annotations (largest category id + 1, i.e.
@@ -278,6 +241,7 @@ class CocoTask:
 
     #: the metric that ranks seeds and dev_guided checkpoints
     primary_metric: ClassVar[str] = "AP"
+    scores_itself: ClassVar[bool] = True
     name: str
     num_classes: int
     in_channels: int
@@ -387,7 +351,6 @@ def make_processor(cfg: CocoConfig) -> Any:
                               image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
 
 
-@DATASETS.register("coco", CocoConfig)
 def build_coco(cfg: CocoConfig, root: Path) -> CocoTask:
     """COCO val2017 under ``root`` split into dev (seeded ``dev_size``) and test (the rest)."""
     root = Path(root).expanduser().absolute()  # absolute: error messages name real places
@@ -423,4 +386,3 @@ def build_coco(cfg: CocoConfig, root: Path) -> CocoTask:
                     test_used, note, cfg, make_processor(cfg))
 
 
-build_coco.table = "table4"  # type: ignore[attr-defined]

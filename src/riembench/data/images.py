@@ -25,20 +25,22 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import transforms as v1
 from torchvision.datasets import CIFAR100, MNIST, ImageFolder
 from torchvision.datasets.utils import check_integrity
 from torchvision.datasets.vision import StandardTransform
 from torchvision.transforms import v2
 
-from riembench.backbones.preprocess import (  # noqa: F401  (the means are re-exported)
+from riembench.config.datasets import Cifar100Config, DigitsConfig, ImageNetConfig, MnistConfig
+from riembench.core.errors import RiembenchError
+from riembench.core.validate import require_nonempty
+from riembench.data.preprocess import (  # noqa: F401  (the means are re-exported)
     IMAGENET_MEAN,
     IMAGENET_STD,
     STANDARD,
     EvalPreprocessing,
 )
-from riembench.data.registry import DATASETS
-from riembench.errors import RiembenchError
-from riembench.validate import require_nonempty
+from riembench.data.tasks import SPLITS, NetworkTask
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -63,95 +65,19 @@ def _check_fraction(dev_fraction: float) -> None:
         raise RiembenchError(f"dev_fraction must be in (0, 1), got {dev_fraction}")
 
 
-@dataclass
-class DigitsConfig:
-    name: str = "digits"
-    image_size: int = 32  # 8x8 originals are upsampled (bilinear) to this square side
-    dev_fraction: float = 0.1  # of the 70% train part, stratified
-    split_seed: int = 0  # dev split only; the 30% test split is always random_state=0
-    augment: bool = False  # random crop with padding image_size // 8 (no flip: digits)
-
-    def __post_init__(self) -> None:
-        _check_common(self.image_size, self.split_seed)
-        _check_fraction(self.dev_fraction)
 
 
-@dataclass
-class MnistConfig:
-    name: str = "mnist"
-    image_size: int = 32  # LeNet-5's classic input: the 28x28 digits zero-padded to 32x32
-    resize: str = "pad"  # "pad" (needs image_size >= 28) or "bilinear"
-    dev_fraction: float = 0.1  # of the 60000 official training images
-    split_seed: int = 0
-    augment: bool = False  # random crop with padding image_size // 8 (no flip: digits)
-
-    def __post_init__(self) -> None:
-        _check_common(self.image_size, self.split_seed)
-        _check_fraction(self.dev_fraction)
-        if self.resize not in RESIZE_MODES:
-            raise RiembenchError(f"mnist resize must be one of {RESIZE_MODES}, got '{self.resize}'")
-        if self.resize == "pad" and self.image_size < 28:
-            raise RiembenchError(f"mnist resize=pad needs image_size >= 28, got {self.image_size}; "
-                                 "use dataset.resize=bilinear to shrink")
 
 
-@dataclass
-class Cifar100Config:
-    name: str = "cifar100"
-    image_size: int = 32  # native size; other sizes are bilinear resizes
-    dev_fraction: float = 0.1  # of the 50000 official training images
-    split_seed: int = 0
-    augment: bool = True  # random crop (pad 4 at 32) + horizontal flip, train part only
-    #: check torchvision's md5 of train/test/meta; turn off only for a deliberately modified copy
-    verify_md5: bool = True
-
-    def __post_init__(self) -> None:
-        _check_common(self.image_size, self.split_seed)
-        _check_fraction(self.dev_fraction)
 
 
-@dataclass
-class ImageNetConfig:
-    """ImageNet val (and optionally train) as ImageFolders.
-
-    ``image_size`` / ``resize_size``: None takes the backbone library's own evaluation stack
-    (:class:`~riembench.backbones.preprocess.EvalPreprocessing`: torchvision 256/224 bilinear,
-    timm's per-model crop_pct and interpolation, pytorchcv's per-model size); a number replaces
-    the library's value (small test fixtures) and the record says so.
-    """
-
-    name: str = "imagenet"
-    image_size: int | None = None  # center crop side; None: the backbone's
-    resize_size: int | None = None  # shorter side before the crop; None: the backbone's
-    val_dir: str = "imagenet/val"  # under the data root: ImageFolder of <wnid>/*.JPEG
-    train_dir: str = "imagenet/train"  # under the data root; optional (dev comes from it)
-    dev_size: int = 10000  # images held out for dev (from train if present, else from val)
-    split_seed: int = 0
-    augment: bool = False  # train part only: RandomResizedCrop + flip
-    limit: int | None = None  # evaluate on a seed-fixed subset of this many test images
-    #: number of class folders required (pretrained heads index the 1000 sorted wnids);
-    #: null accepts any number
-    expected_classes: int | None = 1000
-
-    def __post_init__(self) -> None:
-        _check_common(8 if self.image_size is None else self.image_size, self.split_seed)
-        if self.resize_size is not None and self.resize_size < (self.image_size or 8):
-            raise RiembenchError(f"resize_size ({self.resize_size}) must be >= image_size "
-                                 f"({self.image_size})")
-        if self.dev_size < 1:
-            raise RiembenchError(f"dev_size must be >= 1, got {self.dev_size}")
-        if self.limit is not None and self.limit < 1:
-            raise RiembenchError(f"limit must be >= 1 or null, got {self.limit}")
-        if self.expected_classes is not None and self.expected_classes < 1:
-            raise RiembenchError(f"expected_classes must be >= 1 or null, got "
-                                 f"{self.expected_classes}")
 
 
 # ------------------------------------------------------------------------------ task and datasets
 
 
 @dataclass
-class ImageTask:
+class ImageTask(NetworkTask):
     """One classification problem: three disjoint parts and how dev was made (for tables)."""
 
     name: str
@@ -164,8 +90,33 @@ class ImageTask:
     dev_note: str
     #: the evaluation preprocessing applied (ImageNet: the backbone library's), for the record
     preprocessing: dict[str, Any] | None = None
-    #: the metric that ranks seeds and dev_guided checkpoints (top-1 %)
-    primary_metric: str = "acc"
+
+    def split(self, name: str) -> Dataset:
+        if name not in SPLITS:
+            raise RiembenchError(f"{self.name} has no split '{name}' ({', '.join(SPLITS)})")
+        return {"train": self.train, "dev": self.dev, "test": self.test}[name]
+
+    def input_range(self) -> tuple[float, float] | None:
+        """From the test transform's ``Normalize``: pixels in [0, 1] become
+        ``[(0 - mean) / std, (1 - mean) / std]``, taken over all channels (ImageNet's
+        statistics give [-2.118, 2.640], the constants jakc4103/DFQ quantizes its input on).
+        None when no Normalize is found: the input's range is then unknown, and quantizers say
+        so."""
+        dataset = self.test
+        while isinstance(dataset, torch.utils.data.Subset):
+            dataset = dataset.dataset
+        stack = [getattr(dataset, "transform", None)]
+        while stack:
+            t = stack.pop()
+            if t is None:
+                continue
+            if isinstance(t, v1.Normalize | v2.Normalize):
+                mean = torch.as_tensor(t.mean, dtype=torch.float64).flatten()
+                std = torch.as_tensor(t.std, dtype=torch.float64).flatten()
+                return float(((0 - mean) / std).min()), float(((1 - mean) / std).max())
+            if isinstance(t, v1.Compose | v2.Compose):
+                stack.extend(reversed(list(t.transforms)))
+        return None
 
 
 class TensorImages(Dataset):
@@ -242,7 +193,6 @@ def _fraction_note(dev: int, total: int, frac: float, seed: int, test: str) -> s
 # ---------------------------------------------------------------------------------------- digits
 
 
-@DATASETS.register("digits", DigitsConfig)
 def build_digits(cfg: DigitsConfig, root: Path | None = None) -> ImageTask:
     """scikit-learn's bundled 8x8 digits; ``root`` is unused (nothing to download).
 
@@ -277,7 +227,6 @@ def build_digits(cfg: DigitsConfig, root: Path | None = None) -> ImageTask:
                      TensorImages(images, targets, test_t, plain), note)
 
 
-build_digits.table = "table1"  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------------------- MNIST
@@ -353,7 +302,6 @@ def _mnist_geometry(cfg: MnistConfig, side: int) -> list[Callable]:
     return [v2.Resize([cfg.image_size, cfg.image_size], antialias=True)]
 
 
-@DATASETS.register("mnist", MnistConfig)
 def build_mnist(cfg: MnistConfig, root: Path) -> ImageTask:
     """MNIST from ``<root>/MNIST/raw``; dev is a seeded 10% of the 60k train images."""
     root = Path(root)
@@ -375,7 +323,6 @@ def build_mnist(cfg: MnistConfig, root: Path) -> ImageTask:
                      TensorImages(test_x, test_y, torch.arange(len(test_y)), plain), note)
 
 
-build_mnist.table = "table1"  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------- CIFAR-100
@@ -437,7 +384,6 @@ def _read_cifar(root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor, in
     return images, targets, num_classes
 
 
-@DATASETS.register("cifar100", Cifar100Config)
 def build_cifar100(cfg: Cifar100Config, root: Path) -> ImageTask:
     """CIFAR-100 from ``<root>/cifar-100-python``; augmentation only on the train part."""
     root = Path(root)
@@ -461,7 +407,6 @@ def build_cifar100(cfg: Cifar100Config, root: Path) -> ImageTask:
                      TensorImages(test_x, test_y, torch.arange(len(test_y)), plain), note)
 
 
-build_cifar100.table = "table1"  # type: ignore[attr-defined]
 
 
 # -------------------------------------------------------------------------------------- ImageNet
@@ -540,7 +485,6 @@ def _limit(test: Dataset, limit: int | None, seed: int) -> tuple[Dataset, str]:
     return Subset(test, perm[:limit].sort().values.tolist()), note
 
 
-@DATASETS.register("imagenet", ImageNetConfig)
 def build_imagenet(cfg: ImageNetConfig, root: Path,
                    preprocessing: EvalPreprocessing | None = None) -> ImageTask:
     """ImageNet val as test; dev from the train folder if there is one, else carved out of val.
@@ -577,6 +521,4 @@ def build_imagenet(cfg: ImageNetConfig, root: Path,
                      note + limited, prep.as_record())
 
 
-build_imagenet.table = "table2"  # type: ignore[attr-defined]
-#: the runner passes the backbone's evaluation preprocessing (riembench.backbones.preprocess)
-build_imagenet.takes_preprocessing = True  # type: ignore[attr-defined]
+#: the runner passes the backbone's evaluation preprocessing (riembench.data.preprocess)

@@ -17,38 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from riembench.data.registry import DATASETS
-from riembench.errors import RiembenchError
-from riembench.validate import require_finite
+from riembench.config.datasets import SyntheticConfig
+from riembench.core.errors import RiembenchError
+from riembench.core.validate import require_finite
 
 FAMILIES = ("lp_field", "kernel_field", "lowrank", "randn", "file")
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
 
 
-@dataclass
-class SyntheticConfig:
-    name: str = "synthetic"
-    family: str = "lp_field"
-    n: int = 1000
-    #: seed of the matrix itself (fixed across method seeds so every seed fits the same A)
-    matrix_seed: int = 0
-    latent_dim: int = 8  # lp_field / kernel_field: dimension of the latent points
-    heads: int = 2  # lp_field: number of chunks with their own lambda
-    p: float = 2.0  # lp_field: norm order
-    length_scale: float = 0.5  # kernel_field
-    rank: int = 10  # lowrank
-    noise: float = 0.01  # lowrank: std of the iid noise relative to the signal's entry std
-    path: str | None = None  # file: .pt/.pth (tensor or state dict) or .npy
-    key: str | None = None  # file: state-dict key of the matrix
-    probe_dist: str = "uniform"  # "uniform" [0, 1) as in the authors' notebook, or "normal"
-    dev_probes: int = 64
-    test_probes: int = 256
-
-    def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise RiembenchError(f"unknown matrix family '{self.family}'; known: {', '.join(FAMILIES)}")
-        if self.probe_dist not in ("uniform", "normal"):
-            raise RiembenchError(f"probe_dist must be uniform or normal, got '{self.probe_dist}'")
 
 
 @dataclass
@@ -130,7 +106,6 @@ def make_probes(n: int, count: int, seed: int, dist: str) -> torch.Tensor:
     raise RiembenchError(f"unknown probe_dist '{dist}'; use uniform or normal")
 
 
-@DATASETS.register("synthetic", SyntheticConfig)
 def build_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> MatrixTask:
     """``root`` (the data root every builder receives) is unused: the matrices are generated."""
     target = require_finite(make_matrix(cfg), f"generated {cfg.family} matrix")
@@ -141,4 +116,3 @@ def build_synthetic(cfg: SyntheticConfig, root: Path | None = None) -> MatrixTas
     return MatrixTask(cfg.family, target, dev, test)
 
 
-build_synthetic.table = "table5"  # type: ignore[attr-defined]  (records of this dataset feed table 5)

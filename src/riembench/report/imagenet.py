@@ -7,8 +7,8 @@ which differ only in the columns a table shows (:class:`ImageNetTable`).
 
 Each row is one (backbone, dataset, method, size) cell: our top-1 on the test split (mean over
 the best 3 seeds by dev top-1; one seed for deterministic methods) with the *measured* cost of
-the compressed model (``stored_mb``: its packed artifact on disk, ``riembench.artifact``;
-``formula_mb`` the bit count of ``riembench.cost``; ``gflops``: fvcore's multiply-adds) beside the paper's row at the same
+the compressed model (``stored_mb``: its packed artifact on disk, ``riembench.sizing.artifact``;
+``formula_mb`` the bit count of ``riembench.sizing.cost``; ``gflops``: fvcore's multiply-adds) beside the paper's row at the same
 setting. A paper row is matched only at the same setting, never the nearest one:
 
 * the original with the original;

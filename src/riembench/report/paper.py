@@ -14,7 +14,7 @@ from importlib.resources.abc import Traversable
 
 import pandas as pd
 
-from riembench.errors import UnknownEntry
+from riembench.core.errors import UnknownEntry
 
 #: Folder (inside the ``riembench.report`` package) holding the vendored CSVs and README.
 PAPER_DIR = "paper"

@@ -13,7 +13,7 @@ from all seeds of the cell, so the spec collects each cell's record keys and met
 (in the same row order) and :func:`join_paper` averages the selected keys' values.
 
 Sizes: ``size`` / ``size_mb`` are the *setting* (the target a run was given); ``stored_mb`` is
-the packed artifact on disk (``cost.stored_mb``, :mod:`riembench.artifact`; ``cost.formula_mb``
+the packed artifact on disk (``cost.stored_mb``, :mod:`riembench.sizing.artifact`; ``cost.formula_mb``
 is the bit count: every stored tensor at its bit-width, frozen BatchNorm buffers included), so a reader sees both the target
 and what was actually stored. Records written before the runner recorded it show "--".
 

@@ -9,8 +9,8 @@ fits. A row's size is its own artifact's bytes (``artifact_bytes``), so the tabl
 to the budget each method really lands (``bytes_vs_budget``), including the container's header,
 scales and zero points that no formula budgets.
 
-The recipe that makes the records is :mod:`riembench.equal_bytes`
-(``python -m riembench.equal_bytes run``).
+The recipe that makes the records is :mod:`riembench.cli.equal_bytes`
+(``python -m riembench.cli.equal_bytes run``).
 """
 
 from __future__ import annotations
@@ -193,6 +193,6 @@ TABLE = register(TableSpec(
             "solver": ("config.method.fit.solver", "first"),
             "width": ("config.backbone.width", "first"),
             "test_agree": ("metrics.test_agree", "mean")},
-    run_hint="run `python -m riembench.equal_bytes run` first",
+    run_hint="run `python -m riembench.cli.equal_bytes run` first",
     description="equal bytes on disk: LeNet-5 / ResNet-9 on digits, every method's artifact",
 ))

@@ -9,8 +9,6 @@ picks it up without further wiring.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -20,9 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.errors import RiembenchError
-from riembench.registry import Registry
-from riembench.store import RunStore, identity
+from riembench.config.identity import config_version
+from riembench.core.errors import RiembenchError
+from riembench.core.registry import Registry
+from riembench.store.records import RunStore
 
 log = logging.getLogger("riembench.report")
 
@@ -72,14 +71,6 @@ def register(spec: TableSpec) -> TableSpec:
 def short(col: str) -> str:
     """``cell.family`` -> ``family``: record columns as they are named in the output tables."""
     return col.rsplit(".", 1)[-1]
-
-
-def config_version(config: dict[str, Any]) -> str:
-    """Hash of a record's identity without its seed: records of one cell made with different
-    settings (e.g. before and after a default changed) get different versions."""
-    ident = identity(config, 0)
-    ident.pop("seed")
-    return hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def current_records(store_root: str | Path, table: str, group_cols: Sequence[str],
@@ -139,7 +130,7 @@ def warn_mixed_revisions(df: pd.DataFrame, group_cols: Sequence[str], table: str
 def build_table(name: str, store_root: str | Path, cells: Sequence[Any] | None = None) -> pd.DataFrame:
     """The tidy table ``name`` from the records in ``store_root`` (raises :class:`NoRecords`).
 
-    ``cells`` (:func:`riembench.plan.plan_cells`): only the records of these cells count, and
+    ``cells`` (:func:`riembench.harness.plans.plan_cells`): only the records of these cells count, and
     each row gets the ``command`` that reproduces it; without them every record of the table
     counts and ``command`` is the one each record was made with.
     """
@@ -242,7 +233,7 @@ def write_table(name: str, store_root: str | Path, out_dir: str | Path,
 
     This is the one entry point for the CLI and for the runner (after a sweep). Raises
     :class:`NoRecords` (a ``LookupError``) when the store has nothing for the table, and
-    :class:`~riembench.errors.UnknownEntry` for a name that is not registered.
+    :class:`~riembench.core.errors.UnknownEntry` for a name that is not registered.
     """
     spec = TABLES.get(name)
     table = build_table(name, store_root, cells)

@@ -1,0 +1,1 @@
+"""The commands: riembench, riembench-report, riembench-train and the equal-bytes recipe."""

@@ -1,0 +1,5 @@
+"""``python -m riembench.cli.main``: the ``riembench`` command."""
+
+from riembench.cli.main.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Compression of networks and matrices: graph analysis, fake quantization, packed layer formats and the methods."""

@@ -1,3 +1,0 @@
-from riembench.registry import Registry
-
-DATASETS: Registry = Registry("dataset")

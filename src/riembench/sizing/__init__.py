@@ -1,0 +1,1 @@
+"""Size budgets, cost accounting (parameters, bytes, FLOPs) and packed artifacts on disk."""
