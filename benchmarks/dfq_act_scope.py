@@ -24,10 +24,11 @@ from convert import environment, write_result
 from hydra import compose, initialize_config_dir
 
 from riembench.backbones import load_backbone
+from riembench.compression.act_ranges import input_stats
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.methods.dfq import fold_batchnorm
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import input_range_of, input_stats
+from riembench.compression.quantize import input_range_of
 from riembench.config.backbones import BACKBONES
 from riembench.config.datasets import DATASETS
 from riembench.config.identity import typed_group

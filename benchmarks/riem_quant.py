@@ -33,9 +33,9 @@ from omegaconf import OmegaConf
 
 from riembench.backbones import load_backbone
 from riembench.compression.compact import POSITIONS, embedded_layers, quantize_embedded
+from riembench.compression.fake_quant import quantize_tensor
 from riembench.compression.methods.base import NetworkJob
 from riembench.compression.network import get_module, select_layers, weight_matrix
-from riembench.compression.quantize import quantize_tensor
 from riembench.config.backbones import LeNet5Config
 from riembench.config.datasets import DigitsConfig
 from riembench.config.identity import typed_group

@@ -12,6 +12,7 @@ from torch import nn
 
 from riembench.backbones.lenet5 import LeNet5
 from riembench.backbones.resnet9 import ResNet9
+from riembench.compression.fake_quant import quantize_tensor
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.network import dense_weight_count, select_layers
 from riembench.compression.packing import (
@@ -23,7 +24,7 @@ from riembench.compression.packing import (
     pack_bits,
     unpack_bits,
 )
-from riembench.compression.quantize import graph_quant_sites, quantize_tensor, restore_graph_quants
+from riembench.compression.quantize import graph_quant_sites, restore_graph_quants
 from riembench.config.identity import typed_group
 from riembench.config.methods import METHODS
 from riembench.core.errors import RiembenchError

@@ -24,7 +24,7 @@ from riembench.config.backbones import DetrBackboneConfig
 from riembench.config.datasets import CocoConfig
 from riembench.core.errors import RiembenchError
 from riembench.data.coco import AP_METRICS, build_coco, coco_ap, detect, label_to_category
-from riembench.report import build_table
+from riembench.report.tables import build_table
 from riembench.store.records import RunRecord, RunStore
 
 #: COCO's own ids for these names (sparse on purpose: DETR's class index is the category id)

@@ -8,7 +8,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from riembench.compression.quantize import FakeQuantAct, attach_input_quant
+from riembench.compression.fake_quant import FakeQuantAct, attach_input_quant
 from riembench.sizing.cost import (
     PAPER_ORIGINAL_WEIGHTS,
     model_cost,

@@ -11,6 +11,8 @@ import torchvision.models as tvm
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from riembench.compression.act_ranges import ActStats
+from riembench.compression.fake_quant import quantize_tensor
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.methods.dfq import (
     absorb_high_bias,
@@ -21,7 +23,6 @@ from riembench.compression.methods.dfq import (
     pair_ranges,
 )
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import ActStats, quantize_tensor
 from riembench.config.methods import METHODS
 
 CPU = torch.device("cpu")

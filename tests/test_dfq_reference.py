@@ -21,6 +21,7 @@ import copy
 import torch
 from torch import nn
 
+from riembench.compression.act_ranges import input_stats
 from riembench.compression.methods.dfq import (
     absorb_high_bias,
     correct_bias,
@@ -29,7 +30,7 @@ from riembench.compression.methods.dfq import (
     fold_batchnorm,
 )
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import input_stats, quantize_weights
+from riembench.compression.quantize import quantize_weights
 
 TOL = 1e-6
 

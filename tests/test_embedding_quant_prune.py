@@ -11,10 +11,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from riembench.compression.compact import EmbeddedLayer, embedded_layers, load_compact, save_compact
+from riembench.compression.fake_quant import INPUT_QUANT
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.methods.prune import prune_structured_info
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import INPUT_QUANT
 from riembench.config.identity import typed_group
 from riembench.config.methods import METHODS
 from riembench.core.errors import RiembenchError

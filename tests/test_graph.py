@@ -14,6 +14,7 @@ import torchvision
 from torch import fx, nn
 from torch.nn import functional as F
 
+from riembench.compression.fake_quant import FakeQuantAct
 from riembench.compression.graph import ModelGraph, Op
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.methods.dfq import (
@@ -24,7 +25,6 @@ from riembench.compression.methods.dfq import (
     replace_relu6,
 )
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import FakeQuantAct
 from riembench.config.methods import METHODS
 
 CPU = torch.device("cpu")
@@ -204,7 +204,7 @@ def test_dfq_on_mobilenet_v2_quantizes_every_activation_under_the_reference_scop
 
 
 def test_relu6_statistics_are_the_doubly_clipped_normal():
-    from riembench.compression.quantize import ActStats
+    from riembench.compression.act_ranges import ActStats
 
     mu, sigma = torch.tensor([-1.0, 2.0, 5.0, 7.0]), torch.tensor([1.0, 2.0, 1.5, 0.5])
     stats = ActStats.gaussian(mu, sigma).after_relu6()

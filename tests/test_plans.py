@@ -14,8 +14,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import riembench.harness.training
+from riembench.cli.plan_command import plan_argv
 from riembench.config.identity import identity, run_key
-from riembench.config.tree import config_dir
+from riembench.config.tree import config_dir, record_tables
 from riembench.core.errors import RiembenchError
 from riembench.harness.cell import known_tables, resolve_cell
 from riembench.harness.plans import (
@@ -24,9 +25,7 @@ from riembench.harness.plans import (
     expand,
     load_plan,
     narrow,
-    plan_argv,
     plan_names,
-    record_tables,
     steps,
 )
 

@@ -10,9 +10,10 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from riembench.compression.act_ranges import ActStats, input_stats
+from riembench.compression.fake_quant import FakeQuantAct, quantize_tensor
 from riembench.compression.methods.base import NetworkJob, SizeTarget
 from riembench.compression.network import select_layers
-from riembench.compression.quantize import ActStats, FakeQuantAct, input_stats, quantize_tensor
 from riembench.config.methods import METHODS
 from riembench.core.errors import RiembenchError
 

@@ -12,7 +12,8 @@ import subprocess
 import pandas as pd
 import pytest
 
-from riembench.report import TABLES, fmt
+from riembench.report import fmt
+from riembench.report.registry import TABLES
 from riembench.report.select import RESULT_COLUMNS
 
 KEYS = ["backbone", "dataset", "method", "variant", "paper_method", "size"]

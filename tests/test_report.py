@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 from riembench.cli.report import main as report_main
-from riembench.report import TABLES, build_table, load_paper_table, select_top_k, write_table
-from riembench.report.paper import paper_dir
+from riembench.report.paper import load_paper_table, paper_dir
+from riembench.report.registry import TABLES
+from riembench.report.select import select_top_k
+from riembench.report.tables import build_table, write_table
 from riembench.store.records import RunRecord, RunStore
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "paper_tables"

@@ -122,7 +122,7 @@ def main() -> None:
     # hydra.searchpath=[...] replaces the one that would import them)
     store_schemas()
     try:
-        from riembench.harness.plans import plan_argv
+        from riembench.cli.plan_command import plan_argv
 
         status = plan_argv(sys.argv[1:])
         if status is not None:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from riembench.core.errors import RiembenchError
 from riembench.harness.plans import plan_cells, plan_names
-from riembench.harness.tracking import log_table_files
-from riembench.report import TABLES, NoRecords, write_table
+from riembench.report.registry import TABLES
+from riembench.store.records import RunStore
 
 
 def default_out_dir() -> Path:
@@ -58,7 +58,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.all_records and (args.plan or args.overrides):
         ap.error("--all-records takes every record: no --plan or overrides")
     written, empty = [], []
+    store = RunStore(args.store)
     for name in wanted:
+        if not store.record_files(name):  # said before pandas, the plan or a renderer loads
+            empty.append(name)
+            hint = f"riembench table={name}" if name in plan_names() else "its recipe"
+            print(f"{name}: no records for table '{name}' in store '{args.store}' (run "
+                  f"`{hint}` first)", file=sys.stderr)
+            continue
+        from riembench.harness.tracking import log_table_files
+        from riembench.report.tables import NoRecords, write_table
+
         try:
             # a table with no plan (equal_bytes: its own recipe, riembench.cli.equal_bytes) takes
             # every record of its folder

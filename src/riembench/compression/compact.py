@@ -21,6 +21,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from riembench.compression.fake_quant import (
+    INPUT_QUANT,
+    FakeQuantAct,
+    attach_input_quant,
+    quantize_tensor,
+)
 from riembench.compression.network import set_module
 from riembench.compression.packing import (
     Packed,
@@ -30,12 +36,6 @@ from riembench.compression.packing import (
     encode_float,
     encode_uniform,
     module_spec,
-)
-from riembench.compression.quantize import (
-    INPUT_QUANT,
-    FakeQuantAct,
-    attach_input_quant,
-    quantize_tensor,
 )
 from riembench.core.errors import RiembenchError
 from riembench.engine.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding

@@ -31,6 +31,8 @@ import torch
 from torch import fx, nn
 from torch.nn import functional as F
 
+from riembench.compression.fake_quant import FakeQuantAct
+
 log = logging.getLogger("riembench")
 
 #: modules whose weight a method can compress
@@ -247,6 +249,4 @@ def _spatial_dims(node: fx.Node) -> bool:
 
 
 def _is_quantizer(mod: nn.Module) -> bool:
-    from riembench.compression.quantize import FakeQuantAct
-
     return isinstance(mod, FakeQuantAct)

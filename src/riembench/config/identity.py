@@ -38,10 +38,16 @@ def typed_group(node: DictConfig, registry: Registry[Any]) -> Any:
     if schema is None:
         return node
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        merged = OmegaConf.merge(_template(schema), node)
     except Exception as exc:  # omegaconf's ConfigKeyError / ValidationError
         raise RiembenchError(f"invalid {registry.axis} config for '{name}': {exc}") from exc
     return OmegaConf.to_object(merged)
+
+
+@cache
+def _template(schema: type) -> DictConfig:
+    """The schema as a structured config (built once: merging copies it)."""
+    return OmegaConf.structured(schema)
 
 
 def counts_for_identity(f: dataclasses.Field[Any]) -> bool:

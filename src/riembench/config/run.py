@@ -19,7 +19,6 @@ from omegaconf import MISSING
 from riembench.config.backbones import BackboneConfig
 from riembench.config.choices import WandbMode
 from riembench.config.protocols import ProtocolConfig
-from riembench.config.sources import register as register_schema_source
 
 #: field metadata for a setting that never changes a run's result (paths, logging, parallelism,
 #: device choice): :func:`riembench.config.identity.identity_view` leaves it out of the run's
@@ -131,7 +130,6 @@ class PlanConfig:
 
 
 ConfigStore.instance().store(name="base_config", node=RunConfig)
-register_schema_source()  # conf/config.yaml's search path names it
 # the user's config folder (~/.config/riembench) is in the search path whether or not it exists
 warnings.filterwarnings("ignore", message=r"provider=hydra\.searchpath in main, path=.*riembench "
                         r"is not available")

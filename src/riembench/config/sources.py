@@ -58,14 +58,25 @@ class SchemaSource(ConfigSource):
         return []
 
 
+#: what :func:`store_schemas` last stored (Hydra builds the source for every compose: storing
+#: again costs a structured-config conversion per schema, most of a compose's time)
+_stored: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+
+
 def store_schemas() -> None:
-    """Every axis's schemas into the ConfigStore (the run schema stores itself on import)."""
+    """Every axis's schemas, and the plans' schema, into the ConfigStore; once per process
+    unless an entry was declared since."""
+    global _stored
     from riembench.config.identity import GROUP_REGISTRIES
     from riembench.config.run import store_plan_schema
 
+    now = tuple((axis, tuple(r.names())) for axis, r in GROUP_REGISTRIES.items())
+    if now == _stored:
+        return
     for registry in GROUP_REGISTRIES.values():
         registry.store_schemas()
     store_plan_schema()
+    _stored = now
 
 
 def register() -> None:

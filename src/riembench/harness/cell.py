@@ -28,6 +28,7 @@ from riembench.config.sizes import (
     SizeConfig,
     resolve_bits,
 )
+from riembench.config.tree import record_tables
 from riembench.core.errors import RiembenchError
 from riembench.core.validate import check_run_settings
 
@@ -86,8 +87,6 @@ def seeds_to_run(requested: list[int], deterministic: bool) -> list[int]:
 def known_tables() -> list[str]:
     """Record folders a run may write to (the plans' and experiments'); a name outside this
     list, e.g. ``../x``, would file records outside the store."""
-    from riembench.harness.plans import record_tables
-
     return record_tables()
 
 

@@ -15,20 +15,16 @@ table needs, which the store already has, and which records belong to it (ad-hoc
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import itertools
 import logging
 import math
 import shlex
-import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from riembench.core.errors import RiembenchError
@@ -50,49 +46,13 @@ def plan_names() -> list[str]:
     return sorted(p.stem for p in plan_dir().glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def record_tables() -> list[str]:
-    """The store folders runs may write to: each plan's ``record_table`` and each experiment's
-    ``table`` (an experiment run by its own recipe, e.g. equal_bytes, has no plan)."""
-    from riembench.config.tree import config_dir
-
-    return list(_record_tables(config_dir()))
-
-
-@functools.cache
-def _record_tables(root: str) -> tuple[str, ...]:
-    names = set()
-    for folder, key in (("table", "record_table"), ("experiment", "table")):
-        for path in (Path(root) / folder).glob("*.yaml"):
-            node = yaml.safe_load(path.read_text()) or {}
-            if isinstance(node, dict) and node.get(key):
-                names.add(str(node[key]))
-    return tuple(sorted(names))
-
-
-@contextlib.contextmanager
-def hydra_context() -> Iterator[None]:
-    """Hydra's compose API over the package's config tree, inside a running app or not."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from riembench.config.tree import config_dir
-
-    if GlobalHydra.instance().is_initialized():
-        yield
-        return
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        yield
-
-
 def load_plan(name: str) -> DictConfig:
     """The composed, validated plan ``name`` (its variant defaults and interpolations applied)."""
-    from hydra import compose
+    from riembench.harness.compose_cache import composed
 
     if name not in plan_names():
         raise RiembenchError(f"unknown table plan '{name}'; known: {', '.join(plan_names())}")
-    with hydra_context():
-        cfg = compose("config", overrides=[f"table={name}"])
-    plan = cfg.plan
+    plan = composed([f"table={name}"]).plan
     OmegaConf.resolve(plan)
     return plan
 
@@ -252,25 +212,22 @@ class Cell:
 
 def compose_cells(group_steps: Sequence[Step]) -> list[Cell]:
     """Compose and validate every cell of the row groups (nothing is built or run)."""
-    from hydra import compose
-
     from riembench.config.identity import config_version
     from riembench.harness.cell import resolve_cell
+    from riembench.harness.compose_cache import composed
 
     cells = []
-    with hydra_context():
-        for step in group_steps:
-            for overrides in step.cells():
-                try:
-                    cfg = compose("config", overrides=overrides)
-                    planned = resolve_cell(cfg)
-                except RiembenchError as exc:
-                    raise RiembenchError(f"row group '{step.group}' cell {_quote(overrides)}: "
-                                         f"{exc}") from exc
-                cells.append(Cell(step.group, overrides, planned.table, planned.method.name,
-                                  planned.deterministic, planned.requested, planned.seeds,
-                                  planned.keys, config_version(planned.container),
-                                  str(planned.container["store"]["root"])))
+    for step in group_steps:
+        for overrides in step.cells():
+            try:
+                planned = resolve_cell(composed(overrides))
+            except RiembenchError as exc:
+                raise RiembenchError(f"row group '{step.group}' cell {_quote(overrides)}: "
+                                     f"{exc}") from exc
+            cells.append(Cell(step.group, overrides, planned.table, planned.method.name,
+                              planned.deterministic, planned.requested, planned.seeds,
+                              planned.keys, config_version(planned.container),
+                              str(planned.container["store"]["root"])))
     return cells
 
 
@@ -364,66 +321,3 @@ def _duration(seconds: float) -> str:
 
 # --------------------------------------------------------------------------------------------
 # running a plan (``riembench table=<name>``)
-
-
-def plan_argv(argv: Sequence[str]) -> int | None:
-    """``riembench table=<name> [overrides...]``: run or list that table plan and return the
-    exit status; None when the command line names no plan (an ordinary run or sweep).
-
-    Handled before Hydra parses the command line, so sweeps (``method=svd,riem``) narrow the
-    plan instead of making the command a multirun of plans, and ``hydra/launcher=...`` applies
-    to the plan's cells, not to the plan itself.
-    """
-    named = [a for a in argv if a.startswith("table=")]
-    if not named:
-        return None
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        if len(named) > 1:
-            raise RiembenchError("give one table=<plan>")
-        flags = [a for a in argv if a.startswith("-") and a not in ("-m", "--multirun")]
-        if flags:
-            raise RiembenchError(f"a table plan takes overrides only, not {' '.join(flags)}")
-        name = named[0].partition("=")[2]
-        user = [a for a in argv if a not in named and a not in ("-m", "--multirun")]
-        dry = [a for a in user if _parse(a).key_or_group == "dry_run"]
-        user = [a for a in user if a not in dry]
-        is_dry = bool(dry) and str(_parse(dry[-1]).value()).lower() == "true"
-        if is_dry:
-            print(dry_run(name, user))
-            return 0
-        return run_plan(name, user)
-    except RiembenchError as exc:
-        print(f"riembench: {exc}", file=sys.stderr)
-        return 2
-
-
-def run_plan(name: str, user: Sequence[str]) -> int:
-    """Run every prepare step and row group of table plan ``name`` (each as its own command,
-    stopping at the first that fails), then write its report into the plan's ``out`` folder."""
-    plan = load_plan(name)
-    prepare, groups = steps(plan, user)
-    cells = compose_cells(groups)  # every cell validates before the first one runs
-    for step in [*prepare, *groups]:
-        log.info("%s [%s]: %s", name, step.group, step.command())
-        done = subprocess.run(step.argv(), check=False)
-        if done.returncode != 0:
-            log.error("%s [%s] failed (exit %d): %s", name, step.group, done.returncode,
-                      step.command())
-            return done.returncode
-    return report(plan, cells, str(plan.out))
-
-
-def report(plan: DictConfig, cells: Sequence[Cell], out: str) -> int:
-    from riembench.report import TABLES, NoRecords, write_table
-
-    if plan.record_table not in TABLES:
-        log.info("%s: no report for table '%s'", plan.name, plan.record_table)
-        return 0
-    try:
-        paths = write_table(str(plan.record_table), cells[0].store_root, out, cells=cells)
-    except NoRecords as exc:
-        log.error("%s", exc)
-        return 1
-    log.info("%s: wrote %s", plan.name, ", ".join(str(p) for p in paths))
-    return 0

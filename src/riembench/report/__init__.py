@@ -6,17 +6,7 @@ from the vendored transcription (:mod:`riembench.report.paper`).
 
 Each table module keeps its own paper join and says which cells and points to show; the files
 (tidy CSV, LaTeX through pandas' Styler, markdown, a figure) are written by the one renderer,
-:mod:`riembench.report.render`.
-
-Public API: :func:`write_table` (render one table; used by the CLI and the runner),
-:func:`build_table` (the tidy DataFrame without writing), :func:`select_top_k` (the seed rule),
-:func:`load_paper_table`, and the spec registry :data:`TABLES` / :func:`register`.
+:mod:`riembench.report.render`. :data:`riembench.report.registry.TABLES` names every table's spec;
+:func:`riembench.report.tables.write_table` renders one, :func:`~riembench.report.tables.build_table`
+gives its tidy frame, :func:`riembench.report.select.select_top_k` is the seed rule.
 """
-
-from riembench.report import imagenet, table1, table4, table5, table_bytes  # noqa: F401  (each registers)
-from riembench.report.paper import load_paper_table
-from riembench.report.select import select_top_k
-from riembench.report.tables import TABLES, NoRecords, TableSpec, build_table, register, write_table
-
-__all__ = ["TABLES", "NoRecords", "TableSpec", "build_table", "load_paper_table", "register",
-           "select_top_k", "write_table"]

@@ -32,7 +32,7 @@ def too_few_seeds(deterministic: bool, n_selected: int, n_failed: int, k: int) -
     of a method whose seeds differ. A deterministic cell (its records say so: the runner ran
     one seed of original, quant, dfq, prune, svd, ...) needs one seed, and one is not "too
     few"."""
-    return n_failed > 0 or (not (deterministic is True) and n_selected < k)
+    return n_failed > 0 or (deterministic is not True and n_selected < k)
 
 
 def tex_escape(text: str) -> str:

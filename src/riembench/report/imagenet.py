@@ -35,7 +35,7 @@ from riembench.report import fmt
 from riembench.report.fmt import Text, missing, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.render import Figure, Presentation, renderers, size_points
-from riembench.report.tables import TableSpec, register
+from riembench.report.tables import TableSpec
 
 KEYS = ["backbone", "dataset", "method", "variant", "protocol", "paper_method", "size"]
 K = 3
@@ -304,7 +304,7 @@ def plot(df: pd.DataFrame) -> Figure:
 
 
 def register_table(table: ImageNetTable, run_hint: str) -> TableSpec:
-    return register(TableSpec(
+    return (TableSpec(
         name=table.name,
         record_table=table.name,
         group_cols=tuple(f"cell.{k}" for k in KEYS),

@@ -27,7 +27,7 @@ from riembench.report import fmt
 from riembench.report.fmt import Text, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.render import Figure, Presentation, renderers, size_points
-from riembench.report.tables import TableSpec, register
+from riembench.report.tables import TableSpec
 
 #: our datasets -> the paper's dataset they stand for
 PAPER_DATASET = {"mnist": "mnist", "cifar100": "cifar100", "digits": "mnist"}
@@ -142,7 +142,7 @@ def plot(df: pd.DataFrame) -> Figure:
     return Figure(points, "stored parameters of the FC layers (log)", "top-1 (%)")
 
 
-TABLE1 = register(TableSpec(
+TABLE1 = (TableSpec(
     name="table1",
     record_table="table1",
     group_cols=tuple(f"cell.{k}" for k in KEYS),

@@ -19,7 +19,7 @@ from riembench.report import fmt
 from riembench.report.fmt import Text, too_few_seeds
 from riembench.report.paper import load_paper_table
 from riembench.report.render import Figure, Presentation, renderers, size_points
-from riembench.report.tables import TableSpec, register
+from riembench.report.tables import TableSpec
 
 #: the paper's row order; methods it does not have (e.g. svd) follow, alphabetically
 PAPER_ORDER = ["isomap", "autoencoder", "deep_autoencoder", "lle", "nystroem", "kernel_pca",
@@ -137,7 +137,7 @@ def plot(df: pd.DataFrame) -> Figure:
                   logx=False, logy=True, hlines=hlines)
 
 
-TABLE5 = register(TableSpec(
+TABLE5 = (TableSpec(
     name="table5",
     record_table="table5",
     group_cols=("cell.family", "cell.method", "cell.variant", "cell.n", "cell.ratio"),

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from riembench.report.tables import TableSpec, register
+from riembench.report.tables import TableSpec
 
 log = logging.getLogger("riembench.report")
 
@@ -174,7 +174,7 @@ def write_png(df: pd.DataFrame, out: Path) -> Path:
     return path
 
 
-TABLE = register(TableSpec(
+TABLE = (TableSpec(
     name=NAME,
     record_table=NAME,
     group_cols=("cell.backbone", "cell.method", "cell.variant", "cell.paper_method",

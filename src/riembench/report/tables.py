@@ -20,7 +20,7 @@ import pandas as pd
 
 from riembench.config.identity import config_version
 from riembench.core.errors import RiembenchError
-from riembench.core.registry import Registry
+from riembench.report.registry import TABLES
 from riembench.store.records import RunStore
 
 log = logging.getLogger("riembench.report")
@@ -58,14 +58,6 @@ class TableSpec:
     #: how to produce the records, shown when the store has none
     run_hint: str = ""
     description: str = ""
-
-
-TABLES: Registry[TableSpec] = Registry("table")
-
-
-def register(spec: TableSpec) -> TableSpec:
-    """Register a spec under its name (a second spec with the same name is an error)."""
-    return TABLES.register(spec.name)(spec)
 
 
 def short(col: str) -> str:

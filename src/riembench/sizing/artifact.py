@@ -46,6 +46,7 @@ from riembench.compression.compact import (
     materialize,
     tie_chain,
 )
+from riembench.compression.fake_quant import INPUT_QUANT, FakeQuantAct, attach_input_quant
 from riembench.compression.methods.svd import FactorizedLayer
 from riembench.compression.network import COMPRESSIBLE, set_module
 from riembench.compression.packing import (
@@ -58,13 +59,7 @@ from riembench.compression.packing import (
     build_module,
     module_spec,
 )
-from riembench.compression.quantize import (
-    INPUT_QUANT,
-    FakeQuantAct,
-    attach_input_quant,
-    graph_quant_sites,
-    restore_graph_quants,
-)
+from riembench.compression.quantize import graph_quant_sites, restore_graph_quants
 from riembench.core.errors import RiembenchError
 
 log = logging.getLogger("riembench")

@@ -63,9 +63,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from riembench.compression.fake_quant import INPUT_QUANT, bits_for
 from riembench.compression.network import COMPRESSIBLE
 from riembench.compression.packing import SelfCountingLayer
-from riembench.compression.quantize import INPUT_QUANT, bits_for
 from riembench.core.errors import RiembenchError
 
 log = logging.getLogger("riembench")

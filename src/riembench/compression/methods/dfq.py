@@ -49,16 +49,11 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from riembench.compression.act_ranges import ActStats, input_stats
 from riembench.compression.graph import HOMOGENEOUS, LAYERS, ModelGraph, Op
 from riembench.compression.methods.base import CompressedNet, NetworkJob, NetworkMethod
 from riembench.compression.network import get_module, set_module
-from riembench.compression.quantize import (
-    ActStats,
-    QuantSpec,
-    input_stats,
-    quantize_biases,
-    quantize_model,
-)
+from riembench.compression.quantize import QuantSpec, quantize_biases, quantize_model
 from riembench.config.methods import DfqConfig
 
 RANGES = ("absmax", "minmax")

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from riembench.compression.act_ranges import StatsReport, input_stats
 from riembench.compression.compact import EmbeddedLayer, quantize_embedded, tie_chain
 from riembench.compression.methods.base import (
     CompressedNet,
@@ -35,7 +36,7 @@ from riembench.compression.network import (
     set_module,
     weight_matrix,
 )
-from riembench.compression.quantize import StatsReport, input_stats, quantize_inputs
+from riembench.compression.quantize import quantize_inputs
 from riembench.config.methods import EmbeddingMethodConfig
 from riembench.core.errors import ImpossibleBudget
 from riembench.engine.embeddings import BatchedEmbedding

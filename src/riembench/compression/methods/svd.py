@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from riembench.compression.fake_quant import quantize_tensor
 from riembench.compression.methods.base import (
     CompressedNet,
     MatrixApprox,
@@ -33,7 +34,6 @@ from riembench.compression.packing import (
     build_module,
     module_spec,
 )
-from riembench.compression.quantize import quantize_tensor
 from riembench.config.methods import SvdConfig
 from riembench.core.errors import ImpossibleBudget
 

@@ -1,1 +1,0 @@
-"""The commands: riembench, riembench-report, riembench-train and the equal-bytes recipe."""

@@ -1,5 +1,0 @@
-"""``python -m riembench.cli.main``: the ``riembench`` command."""
-
-from riembench.cli.main.main import main
-
-main()

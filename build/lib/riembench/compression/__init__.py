@@ -1,1 +1,0 @@
-"""Compression of networks and matrices: graph analysis, fake quantization, packed layer formats and the methods."""

@@ -1,1 +1,0 @@
-"""Size budgets, cost accounting (parameters, bytes, FLOPs) and packed artifacts on disk."""
