@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 RUN     := $(BIN)/riembench
 PYTEST_ARGS ?= -n 2
 
-.PHONY: venv test table1 table5 tables bench gpu-wheels clean-store lint help
+.PHONY: venv test table1 table5 tables bench gpu-wheels lint typecheck help
 
 help:
 	@echo "make table1   run table 1 (LeNet-5 / ResNet-9 FC layers, digits on CPU; DATA=mnist for MNIST)"
@@ -14,10 +14,10 @@ help:
 	@echo "make table3   run table 3 (ImageNet-1k, pruning 10%/30%: same needs)"
 	@echo "make table4   run table 4 (DETR-R50 on COCO val2017: needs COCO + DETR weights, GPU)"
 	@echo "make table5   run table 5 (synthetic matrices, embedded default size, CPU), report in riembench-tables/"
-	@echo "make tables   regenerate every committed table (tables/) from the run store, no rerun"
-	@echo "make test     run the test suite"
+	@echo "make tables   regenerate the committed tables (tables/) from their records (tables/records), no rerun"
+	@echo "make test     lint, type-check and run the test suite"
 	@echo "make bench    run the speed benchmarks (benchmarks/results/)"
-	@echo "make gpu-wheels  wheels a lent GPU machine lacks (then: bash benchmarks/gpu_session.sh there)"
+	@echo "make gpu-wheels  wheels for a GPU machine without hydra-core (then: bash benchmarks/gpu_session.sh there)"
 
 venv: $(STAMP)
 
@@ -30,10 +30,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,detection,hubs,slurm]"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Every table is one command: its plan (src/riembench/conf/table/<name>.yaml) holds the rows.
+# Every table is one command: its plan (conf/table/<name>.yaml) holds the rows.
 # EXTRA passes overrides to every row (EXTRA="device=cuda dataset.limit=5000"); DATA_ROOT sets
 # data.root; DATA=mnist|cifar100 runs table 1 on the paper's datasets (plan table1_<DATA>).
 # `riembench table=tableN dry_run=true` lists what a table would run.
@@ -50,9 +50,10 @@ table1: $(STAMP)
 table2 table3 table4 table5: $(STAMP)
 	$(RUN) table=$@ $(ARGS)
 
-# the committed tables/ are rewritten only here (a table's own run writes ./riembench-tables)
+# the committed tables/ are rewritten only here, from the committed records (a table's own run
+# writes ./riembench-tables from ./runs)
 tables: $(STAMP)
-	$(BIN)/python -m riembench.cli.report all --out tables
+	$(BIN)/riembench-report all --store tables/records --out tables
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
@@ -71,3 +72,6 @@ gpu-wheels: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy

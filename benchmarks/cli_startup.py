@@ -63,7 +63,8 @@ def _run(tree: Path, command: list[str], env: dict[str, str]) -> tuple[float, li
     code = PROBE.format(name=kind, args=args, module=module)
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": str(tree / "src")},
-                         capture_output=True, text=True, timeout=600, cwd=env["BENCH_CWD"])
+                         capture_output=True, text=True, timeout=600, cwd=env["BENCH_CWD"],
+                         check=False)
     seconds = time.perf_counter() - start
     line = next((x for x in out.stderr.splitlines() if x.startswith("IMPORTED")), "IMPORTED ?")
     return seconds, json.loads(line.split(" ", 1)[1].replace("'", '"')) if "[" in line else ["?"]

@@ -56,3 +56,26 @@ def test_every_axis_refuses_its_schemas():
     for axis, name in (("dataset", "synthetic"), ("size", "ratio"), ("backbone", "lenet5")):
         with pytest.raises(RiembenchError, match=f"{axis}={name}_schema is the schema"):
             check_choices({axis: f"{name}_schema"})
+
+
+@pytest.mark.parametrize("module,args", [
+    ("riembench.cli.main", ["--cfg", "job", "method=svd"]),
+    ("riembench.cli.main", ["method=svdd"]),
+    ("riembench.cli.main", ["method.fit.stpes=3"]),
+    ("riembench.cli.main", ["table=table5", "dry_run=true"]),
+    ("riembench.cli.main", ["method=svd", "dataset.n=40", "dry_run=true"]),
+    ("riembench.cli.report", ["table5", "--store", "{tmp}/empty-store"]),
+])
+def test_commands_that_compute_nothing_import_neither_torch_nor_sklearn(module, args, tmp_path):
+    """Composing, printing, errors, dry runs and a report of an empty store answer without the
+    heavy libraries (benchmarks/cli_startup.py times them)."""
+    args = [a.format(tmp=tmp_path) for a in args]
+    code = (f"import sys, runpy; sys.argv = ['riembench', *{args!r}]\n"
+            f"try:\n    runpy.run_module({module!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path,
+                         env={**ENV, "RIEMBENCH_CACHE": str(tmp_path / "cache"),
+                              "RIEMBENCH_STORE": str(tmp_path / "runs")})
+    assert out.stdout.strip().endswith("HEAVY []"), out.stdout[-500:] + out.stderr[-2000:]

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,8 @@ log = logging.getLogger("riembench")
 
 FORMAT = "riembench-checkpoint/1"
 #: the pretrained-library sources' loaders: config -> (model, provenance)
-IMAGENET_LOADERS = {"torchvision": load_torchvision, "pytorchcv": load_pytorchcv,
-                    "timm": load_timm}
+IMAGENET_LOADERS: dict[str, Callable[[Any], tuple[nn.Module, dict[str, Any]]]] = {
+    "torchvision": load_torchvision, "pytorchcv": load_pytorchcv, "timm": load_timm}
 #: dataset fields that decide which images are train vs dev; a checkpoint trained under other
 #: values may have trained on the evaluation's dev images
 SPLIT_FIELDS = ("split_seed", "dev_fraction", "dev_size")
@@ -218,7 +219,9 @@ def load_backbone(cfg: Any, task: Any, device: torch.device | str = "cpu",
         loaded.provenance["preprocessing"] = used
     origin = loaded.provenance.get("path") or loaded.provenance.get("source")
     require_finite_module(loaded.model, f"{cfg.name} weights ({origin})")  # before any fitting
-    loaded.model.riembench_weights = dict(loaded.provenance)  # visible to whoever holds it
+    # visible to whoever holds it (Module.__setattr__ takes any value; torch types it for
+    # tensors and modules only)
+    loaded.model.riembench_weights = dict(loaded.provenance)  # type: ignore[assignment]
     loaded.model.to(device).eval()
     return loaded
 

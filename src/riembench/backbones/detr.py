@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -33,11 +33,11 @@ from riembench.core.errors import RiembenchError
 log = logging.getLogger("riembench")
 
 #: the tiny test architecture (weights=random tiny=true): small enough for seconds on a CPU
-TINY = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_ffn_dim": 64,
-        "decoder_ffn_dim": 64, "encoder_attention_heads": 2, "decoder_attention_heads": 2,
-        "num_queries": 10}
-TINY_RESNET = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
-               "layer_type": "basic", "out_features": ["stage2"]}
+TINY: dict[str, Any] = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+                        "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "encoder_attention_heads": 2,
+                        "decoder_attention_heads": 2, "num_queries": 10}
+TINY_RESNET: dict[str, Any] = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [1, 1],
+                               "layer_type": "basic", "out_features": ["stage2"]}
 
 
 
@@ -47,12 +47,15 @@ def detr_config(cfg: DetrBackboneConfig, num_labels: int) -> Any:
     checkpoint) or the tiny test network (transformers' own ResNet, no timm)."""
     from transformers import DetrConfig, ResNetConfig
 
+    # DetrConfig takes keywords beyond its fields (num_labels, use_timm_backbone: its
+    # accept_kwargs), which its type does not declare
     if cfg.tiny:
-        return DetrConfig(backbone_config=ResNetConfig(num_channels=3, **TINY_RESNET),
-                          use_timm_backbone=False, num_labels=num_labels, **TINY)
+        return DetrConfig(  # type: ignore[call-arg]
+            backbone_config=ResNetConfig(num_channels=3, **TINY_RESNET), use_timm_backbone=False,
+            num_labels=num_labels, **TINY)
     # DetrConfig's defaults are facebook/detr-resnet-50's; the timm backbone is built with
     # use_pretrained_backbone=False (no ImageNet download)
-    return DetrConfig(num_labels=num_labels)
+    return DetrConfig(num_labels=num_labels)  # type: ignore[call-arg]
 
 
 def build_detr(cfg: DetrBackboneConfig, shape: TaskShape) -> nn.Module:
@@ -120,8 +123,11 @@ def load_detr(cfg: DetrBackboneConfig, task: Any) -> tuple[nn.Module, dict[str, 
 
     path, where = resolve_weights(cfg)
     try:
-        model, info = DetrForObjectDetection.from_pretrained(
-            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32)
+        # output_loading_info=True returns (model, loading info): not in from_pretrained's type
+        model, info = cast(tuple[DetrForObjectDetection, dict[str, Any]],
+                           DetrForObjectDetection.from_pretrained(
+                               str(path), local_files_only=True, output_loading_info=True,
+                               dtype=torch.float32))
     except Exception as exc:  # OSError/ValueError/RuntimeError from a damaged or foreign folder
         raise RiembenchError(f"cannot load DETR from {path}: {type(exc).__name__}: "
                              f"{str(exc)[:500]}") from exc
@@ -134,7 +140,9 @@ def load_detr(cfg: DetrBackboneConfig, task: Any) -> tuple[nn.Module, dict[str, 
     if info.get("unexpected_keys"):
         log.info("%s: %d unused tensor(s) in the checkpoint, e.g. %s", cfg.name,
                  len(info["unexpected_keys"]), list(info["unexpected_keys"])[:3])
-    num_labels = int(model.config.num_labels)
+    labels = model.config.num_labels
+    assert labels is not None  # a loaded config always has its id2label, hence num_labels
+    num_labels = int(labels)
     if shape.num_classes > num_labels:
         raise RiembenchError(f"{path} has a {num_labels}-class head; dataset '{task.name}' needs "
                              f"category ids up to {shape.num_classes - 1}")

@@ -201,7 +201,7 @@ def load_pytorchcv(cfg: PytorchcvConfig) -> tuple[nn.Module, dict[str, Any]]:
     # strict, unlike pytorchcv's load_model (which drops unknown keys): a deeper model's file
     # holds every key of a shallower one, and would otherwise load without a word
     load_strict(model, state, path, f"pytorchcv's {cfg.model}")
-    provenance = {**base, "file": file_name, "path": str(path), "sha1": sha1}
+    provenance: dict[str, Any] = {**base, "file": file_name, "path": str(path), "sha1": sha1}
     if entry is not None and entry.model == cfg.model:
         provenance.update(expected_top1=round(100.0 - entry.top1_err, 2),
                           expected_top1_from=entry.table, release=entry.release)

@@ -1,5 +1,5 @@
-"""``python -m riembench.cli.main``: the ``riembench`` command."""
+"""``python -m riembench.cli``: the ``riembench`` command."""
 
-from riembench.cli.main.main import main
+from riembench.cli.main import main
 
 main()

@@ -93,21 +93,35 @@ def interrupted_message() -> str:
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def hydra_main(cfg: DictConfig) -> dict[str, Any]:
-
-    from riembench.harness.runner import run
     from riembench.harness.summary import cell_report
 
     if os.environ.get(_MAIN_PID, str(os.getpid())) != str(os.getpid()):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a sweep worker: the main process stops it
     try:
         check_choices(dict(HydraConfig.get().runtime.choices))
-        outcome = run(cfg)
+        outcome = _dry_run(cfg) if cfg.dry_run else _run(cfg)
     except RiembenchError as exc:
         logging.getLogger("riembench").error("%s", exc)
         if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
             raise CellFailed(f"riembench: {exc}") from None
         raise SystemExit(f"riembench: {exc}") from None
     return cell_report(outcome)  # logged and kept in the output folder by run_summary.RunSummary
+
+
+def _dry_run(cfg: DictConfig) -> Any:
+    """A cell's dry run, without importing what running it needs (torch and the rest)."""
+    from riembench.harness.cell import check_cell, resolve_cell
+    from riembench.harness.recorder import dry_run, open_store
+
+    cell = resolve_cell(cfg)
+    check_cell(cell)
+    return dry_run(cell, open_store(cell))
+
+
+def _run(cfg: DictConfig) -> Any:
+    from riembench.harness.runner import run
+
+    return run(cfg)
 
 
 def main() -> None:

@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table == "all":
         print(f"written: {', '.join(written) or 'none'}; no records: {', '.join(empty) or 'none'}")
     if not written:
-        store = Path(args.store).resolve()
-        print(f"error: no table written, the store {store} has no records for "
+        root = Path(args.store).resolve()
+        print(f"error: no table written, the store {root} has no records for "
               f"{', '.join(wanted)}", file=sys.stderr)
         return 1
     return 0

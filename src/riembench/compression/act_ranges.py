@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx, nn
 
-from riembench.compression.graph import COMPRESSIBLE, LAYERS, ModelGraph, Op
+from riembench.compression.graph import COMPRESSIBLE, LAYERS, Layer, ModelGraph, Op
 
 log = logging.getLogger("riembench")
 
@@ -198,12 +198,16 @@ def input_stats(model: nn.Module, overrides: dict[str, ActStats] | None = None,
         target = str(node.target)
         out: ActStats | None = None
         if kind in LAYERS:
-            _record_input(inputs, missing, traced, target, modules[target], node, src)
+            layer = modules[target]
+            assert isinstance(layer, COMPRESSIBLE)  # only Linear/Conv2d modules get LAYERS kinds
+            _record_input(inputs, missing, traced, target, layer, node, src)
             out = overrides[target].clone() if target in overrides else None
         elif node.op == "call_module" and target in overrides:
             out = overrides[target].clone()
         elif kind is Op.BATCHNORM:
-            out = _bn_stats(modules[target])
+            bn = modules[target]
+            assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+            out = _bn_stats(bn)
         elif kind is Op.RELU:
             out = src.after_relu() if src is not None else None
         elif kind is Op.RELU6:
@@ -222,7 +226,7 @@ def input_stats(model: nn.Module, overrides: dict[str, ActStats] | None = None,
 
 
 def _record_input(inputs: dict[str, ActStats], missing: dict[str, str], traced: ModelGraph,
-                  name: str, mod: nn.Module, node: fx.Node, src: ActStats | None) -> None:
+                  name: str, mod: Layer, node: fx.Node, src: ActStats | None) -> None:
     if name in inputs or name in missing:
         inputs.pop(name, None)
         missing[name] = "module is called more than once; its inputs differ"

@@ -27,7 +27,7 @@ from riembench.compression.fake_quant import (
     attach_input_quant,
     quantize_tensor,
 )
-from riembench.compression.network import set_module
+from riembench.compression.network import module_weight, set_module
 from riembench.compression.packing import (
     Packed,
     PackedLayer,
@@ -41,8 +41,8 @@ from riembench.core.errors import RiembenchError
 from riembench.engine.embeddings import BatchedEmbedding, LpNormEmbedding, RiemEmbedding
 
 #: embedding classes a compact checkpoint may name (and how to rebuild them)
-FIELDS: dict[str, type[BatchedEmbedding]] = {"RiemEmbedding": RiemEmbedding,
-                                              "LpNormEmbedding": LpNormEmbedding}
+FIELDS: dict[str, type[RiemEmbedding | LpNormEmbedding]] = {
+    "RiemEmbedding": RiemEmbedding, "LpNormEmbedding": LpNormEmbedding}
 FORMAT = "riembench-compact-v1"
 
 
@@ -74,6 +74,9 @@ class EmbeddedLayer(nn.Module, PackedLayer):
     (they are that layer's row positions), so they are stored (and counted) there.
     """
 
+    #: the materialized weight (a non-persistent buffer; None until :meth:`materialize`)
+    _weight: torch.Tensor | None
+
     def __init__(self, field: BatchedEmbedding, original: nn.Module, shares_columns: bool = False,
                  field_bits: int = 32):
         super().__init__()
@@ -81,10 +84,12 @@ class EmbeddedLayer(nn.Module, PackedLayer):
             raise ValueError("an EmbeddedLayer holds one element (one seed) of an embedding")
         self.field = field
         self.kind = "conv" if isinstance(original, nn.Conv2d) else "linear"
-        self.weight_shape = tuple(original.weight.shape)
-        if self.kind == "conv":
-            self.conv_args = {"stride": original.stride, "padding": original.padding,
-                              "dilation": original.dilation, "groups": original.groups}
+        self.weight_shape = tuple(module_weight(original).shape)
+        if isinstance(original, nn.Conv2d):
+            #: F.conv2d's keywords (Any: its overloads take a str padding or a size, not both)
+            self.conv_args: dict[str, Any] = {
+                "stride": original.stride, "padding": original.padding,
+                "dilation": original.dilation, "groups": original.groups}
             if original.padding_mode != "zeros":
                 raise RiembenchError(f"conv padding_mode '{original.padding_mode}' not supported")
         bias = getattr(original, "bias", None)

@@ -122,6 +122,9 @@ class FakeQuantAct(nn.Module):
     model stores them (as scale and zero point), so they count in its size.
     """
 
+    lo: torch.Tensor
+    hi: torch.Tensor
+
     def __init__(self, lo: float, hi: float, bits: int) -> None:
         super().__init__()
         _check_bits(bits, symmetric=False)

@@ -26,6 +26,7 @@ import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeAlias
 
 import torch
 from torch import fx, nn
@@ -37,6 +38,8 @@ log = logging.getLogger("riembench")
 
 #: modules whose weight a method can compress
 COMPRESSIBLE = (nn.Linear, nn.Conv2d)
+#: a module of :data:`COMPRESSIBLE` (what ``isinstance(m, COMPRESSIBLE)`` narrows to)
+Layer: TypeAlias = nn.Linear | nn.Conv2d
 
 
 class Op(str, Enum):

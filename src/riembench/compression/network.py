@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+from typing import Literal, TypedDict, cast
 
 import torch
 from torch import fx, nn
 
-from riembench.compression.graph import COMPRESSIBLE, ELEMENTWISE, ModelGraph, Op
+from riembench.compression.graph import COMPRESSIBLE, ELEMENTWISE, Layer, ModelGraph, Op
 from riembench.core.errors import RiembenchError
 
 log = logging.getLogger("riembench")
@@ -69,11 +70,46 @@ def matrix_shape(module: nn.Module) -> tuple[int, int]:
 
 def weight_from_matrix(module: nn.Module, mat: torch.Tensor) -> torch.Tensor:
     """Reshape an (out, in * kernel) matrix back to the layer's weight shape."""
-    return mat.reshape(module.weight.shape)
+    return mat.reshape(module_weight(module).shape)
+
+
+def module_weight(module: nn.Module) -> torch.Tensor:
+    """``module.weight``, a tensor (torch types any module attribute as ``Tensor | Module``)."""
+    weight = module.weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"{type(module).__name__}.weight is not a tensor")
+    return weight
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     return model.get_submodule(name)
+
+
+def get_layer(model: nn.Module, name: str) -> Layer:
+    """The Linear/Conv2d ``name`` of ``model`` (a layer :func:`select_layers` chose)."""
+    module = model.get_submodule(name)
+    if not isinstance(module, COMPRESSIBLE):
+        raise TypeError(f"'{name}' is not a compressible layer: {type(module).__name__}")
+    return module
+
+
+class ConvGeometry(TypedDict):
+    """How a Conv2d slides over its input, as ``nn.Conv2d`` takes it."""
+
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: str | tuple[int, int]
+    dilation: tuple[int, int]
+    padding_mode: Literal["zeros", "reflect", "replicate", "circular"]
+
+
+def conv_geometry(conv: nn.Conv2d) -> ConvGeometry:
+    """``conv``'s kernel, stride, padding, dilation and padding mode, to build a conv that slides
+    the same way. Why a cast: torch declares these attributes as ``tuple[int, ...]`` and ``str``,
+    though a Conv2d's are pairs and one of its padding modes."""
+    return cast(ConvGeometry, {"kernel_size": conv.kernel_size, "stride": conv.stride,
+                               "padding": conv.padding, "dilation": conv.dilation,
+                               "padding_mode": conv.padding_mode})
 
 
 def set_module(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -138,7 +174,7 @@ def _next_linear(traced: ModelGraph, node: fx.Node, selected: set[str]) -> str |
 
 def dense_weight_count(model: nn.Module, names: list[str]) -> int:
     """Weights (not biases) of the named layers: what a size ratio is a ratio of."""
-    return sum(get_module(model, n).weight.numel() for n in names)
+    return sum(module_weight(get_module(model, n)).numel() for n in names)
 
 
 def bias_count(model: nn.Module, names: list[str]) -> int:

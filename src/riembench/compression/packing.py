@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from riembench.compression.network import module_weight
 from riembench.core.errors import RiembenchError
 
 
@@ -54,7 +55,8 @@ class PackedLayer(ABC):
     """A compressed layer that writes itself into an artifact (mix into an ``nn.Module``).
 
     ``unpack`` gets the original layer of the architecture the artifact is loaded onto (its
-    shape and conv arguments), and returns the rebuilt compressed layer.
+    shape and conv arguments), or None to rebuild it from what ``pack`` wrote, and returns the
+    rebuilt compressed layer.
     """
 
     #: the layer kind named in the artifact's layer map
@@ -65,7 +67,7 @@ class PackedLayer(ABC):
 
     @classmethod
     @abstractmethod
-    def unpack(cls, packed: Packed, original: nn.Module) -> nn.Module: ...
+    def unpack(cls, packed: Packed, original: nn.Module | None = None) -> nn.Module: ...
 
 
 @runtime_checkable
@@ -340,10 +342,12 @@ class UniformWeight(LayerFormat):
 
     def pack(self, module: nn.Module) -> Packed:
         packed = Packed(meta={"kind": self.pack_kind})
-        packed.add("weight", encode_uniform(module.weight, self.bits, per_channel=self.per_channel,
-                                            symmetric=self.symmetric, axis=0))
-        if getattr(module, "bias", None) is not None:
-            packed.add("bias", encode_float(module.bias))
+        packed.add("weight", encode_uniform(module_weight(module), self.bits,
+                                            per_channel=self.per_channel, symmetric=self.symmetric,
+                                            axis=0))
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            packed.add("bias", encode_float(bias))
         return packed
 
     def unpack(self, packed: Packed, module: nn.Module) -> None:
@@ -357,9 +361,10 @@ class SparseWeight(LayerFormat):
 
     def pack(self, module: nn.Module) -> Packed:
         packed = Packed(meta={"kind": self.pack_kind})
-        packed.add("weight", encode_bitmask(module.weight))
-        if getattr(module, "bias", None) is not None:
-            packed.add("bias", encode_float(module.bias))
+        packed.add("weight", encode_bitmask(module_weight(module)))
+        bias = getattr(module, "bias", None)
+        if bias is not None:
+            packed.add("bias", encode_float(bias))
         return packed
 
     def unpack(self, packed: Packed, module: nn.Module) -> None:

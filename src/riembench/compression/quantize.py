@@ -21,7 +21,7 @@ from riembench.compression.fake_quant import (
     quantize_tensor,
 )
 from riembench.compression.graph import ModelGraph, Op
-from riembench.compression.network import get_module
+from riembench.compression.network import get_module, module_weight
 from riembench.core.errors import RiembenchError
 from riembench.core.validate import check_choice
 
@@ -33,9 +33,9 @@ def quantize_weights(model: nn.Module, layers: Iterable[str], bits: int, per_cha
     """Fake-quantize the weights of the named layers in place; returns ``{param name: bits}``."""
     bits_by_param: dict[str, int] = {}
     for name in layers:
-        mod = get_module(model, name)
+        weight = module_weight(get_module(model, name))
         with torch.no_grad():
-            mod.weight.copy_(quantize_tensor(mod.weight, bits, per_channel, symmetric, axis=0))
+            weight.copy_(quantize_tensor(weight, bits, per_channel, symmetric, axis=0))
         bits_by_param[f"{name}.weight" if name else "weight"] = bits
     return bits_by_param
 
@@ -219,9 +219,11 @@ def graph_quant_sites(model: nn.Module) -> dict[str, dict[str, Any]]:
         if node.op == "call_module" and target.startswith(GRAPH_QUANT + "."):
             arg = node.args[0]
             assert isinstance(arg, fx.Node)
+            quant = model.get_submodule(target)
+            assert isinstance(quant, FakeQuantAct)  # the only modules put under GRAPH_QUANT
             sites[target.split(".", 1)[1]] = {
                 "input": arg.name, "users": [u.name for u in node.users],
-                "bits": int(model.get_submodule(target).bits)}
+                "bits": int(quant.bits)}
     return sites
 
 

@@ -93,7 +93,8 @@ class EqRange(StrEnum):
 
 
 class Relu6Policy(StrEnum):
-    replace = "replace"
+    # a member may take a str method's name; mypy reads it as an override of str.replace
+    replace = "replace"  # type: ignore[assignment]
     keep = "keep"
 
 
@@ -191,7 +192,8 @@ def coerce_choices(settings: object) -> None:
     """Turn each enumeration field of a schema instance given as a plain string into its member,
     in place, and refuse a string that is no member (naming the choices). Hydra does this at
     composition; this covers a schema built directly (a notebook, a test)."""
-    for name, enum in _choice_fields(type(settings)).items():
+    schema: type = type(settings)
+    for name, enum in _choice_fields(schema).items():
         value = getattr(settings, name)
         if value is None or isinstance(value, enum):
             continue

@@ -331,7 +331,7 @@ class PruneConfig(MethodConfig):
     #: fraction removed: of each layer's output channels (structured) or of its weights
     ratio: float = 0.1
     #: unstructured only: rank weights within each layer, or over all selected layers
-    scope: PruneScope = PruneScope.layer  # type: ignore[valid-type]
+    scope: PruneScope = PruneScope.layer
     #: structured: filter norm that ranks output channels
     criterion: PruneCriterion = PruneCriterion.l1
 

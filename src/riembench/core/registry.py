@@ -69,7 +69,7 @@ class Registry(Generic[T]):
             entry.obj = getattr(importlib.import_module(module), attr)
         if entry.obj is None:
             raise UnknownEntry(f"{self.axis} '{name}' has no implementation")
-        return entry.obj  # type: ignore[no-any-return]
+        return entry.obj
 
     def schema(self, name: str) -> type | None:
         return self._entry(name).schema

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -477,6 +477,7 @@ def _imagenet_transforms(cfg: ImageNetConfig,
 
 def _limit(test: Dataset, limit: int | None, seed: int) -> tuple[Dataset, str]:
     """First ``limit`` of a seeded permutation (so a larger limit contains a smaller one)."""
+    assert isinstance(test, Sized)  # an ImageFolder or a Subset of one
     if limit is None or limit >= len(test):
         return test, ""
     # offset so the limit subset is not the same draw as the dev split

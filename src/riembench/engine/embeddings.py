@@ -43,6 +43,11 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 class BatchedEmbedding(nn.Module, ABC):
     """B independent embeddings of matrices of one shape (m, n)."""
 
+    #: positions of the row neurons and of the column neurons, batch axis first (each subclass
+    #: sets both; the rest of their shape is its own)
+    P: nn.Parameter
+    R: nn.Parameter
+
     def __init__(self, batch: int, m: int, n: int) -> None:
         super().__init__()
         self.batch, self.m, self.n = batch, m, n
@@ -271,6 +276,9 @@ class RiemEmbedding(BatchedEmbedding):
     d_mu) activation is the real cost and is what ``chunk_elems`` bounds.
     """
 
+    #: R's feature index for every shift (a non-persistent buffer, see :meth:`_shift_index`)
+    _gather: torch.Tensor
+
     def __init__(self, seeds: Sequence[int], m: int, n: int, d: int, d_mu: int,
                  shifts: Sequence[int], activation: str = "sigmoid", wrap: bool = True,
                  combine: str = "sum") -> None:
@@ -316,7 +324,7 @@ class RiemEmbedding(BatchedEmbedding):
 
     def shifted_columns(self) -> torch.Tensor:
         """Column-neuron half of the pre-activation: (B, n, S * d_mu), bias included."""
-        r = self.R
+        r: torch.Tensor = self.R
         if not self.wrap:
             r = torch.cat([r, r.new_zeros(self.batch, self.n, 1)], -1)
         r_s = r[:, :, self._gather]  # (B, n, S, d)

@@ -205,8 +205,8 @@ class FitRun:
             improved = live & (loss < self.best_loss * (1 - cfg.min_delta))
             if improved.any():
                 with torch.no_grad():
-                    for k, v in self.container.named_parameters():
-                        self.best[k][improved] = v.detach()[improved]
+                    for name, v in self.container.named_parameters():
+                        self.best[name][improved] = v.detach()[improved]
                 self.best_loss = torch.where(improved, loss, self.best_loss)
                 self.best_parts[:, improved] = part_loss[:, improved]
                 for b in improved.nonzero().flatten().tolist():
@@ -236,10 +236,13 @@ class FitRun:
         targets' units (what a network rebuilt now would hold). Shared tensors stay shared."""
         if self.readout:
             self._solve_readout()
-        parts = copy.deepcopy(self.container)
-        for part, std, mean in zip(parts, self.stds, self.means, strict=True):
+        parts: list[BatchedEmbedding] = []
+        for part, std, mean in zip(copy.deepcopy(self.container), self.stds, self.means,
+                                   strict=True):
+            assert isinstance(part, BatchedEmbedding)
             part.fold_affine(std, mean)
-        return list(parts)
+            parts.append(part)
+        return parts
 
     @torch.no_grad()
     def current_loss(self) -> torch.Tensor:

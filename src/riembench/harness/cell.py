@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -94,7 +94,7 @@ def resolved_container(cfg: DictConfig) -> dict[str, Any]:
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     assert isinstance(container, dict)
     container.pop("hydra", None)
-    return container
+    return cast(dict[str, Any], container)  # a composed config's keys are all strings
 
 
 def resolve_cell(cfg: DictConfig) -> Cell:

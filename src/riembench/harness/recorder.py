@@ -28,6 +28,21 @@ class CellOutcome:
     pending: list[int] = field(default_factory=list)
 
 
+def dry_run(cell: Cell, store: RunStore) -> CellOutcome:
+    """What a run of ``cell`` would compute: the seeds not in the store (all with ``force``)."""
+    pending = [s for s in cell.seeds if cell.force or not store.has(cell.table, cell.keys[s])]
+    skipped = [s for s in cell.seeds if s not in pending]
+    log.info("%s: dry run, would run seed(s) %s; recorded %s", cell.table, pending, skipped)
+    return CellOutcome(cell.table, [], skipped, [], pending=pending)
+
+
+def open_store(cell: Cell) -> RunStore:
+    """The cell's store; a table name that would leave it stops here."""
+    store = RunStore(cell.store_root, cell.claim_stale_s)
+    store.path(cell.table, cell.keys[cell.seeds[0]])
+    return store
+
+
 def claim_pending(store: RunStore, cell: Cell, claims: dict[int, Claim]) -> list[int]:
     """The seeds this run will compute: not recorded (unless ``force``) and claimed by us.
 

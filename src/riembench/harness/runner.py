@@ -41,13 +41,13 @@ from riembench.data.tasks import NetworkTask
 from riembench.harness.cell import check_cell, resolve_cell
 from riembench.harness.device import device_name, resolve_device
 from riembench.harness.evaluate import Evaluator, matvec_error, relative_fidelity
-from riembench.harness.recorder import CellOutcome, Recorder, claim_pending
+from riembench.harness.recorder import CellOutcome, Recorder, claim_pending, dry_run, open_store
 from riembench.harness.tracking import cell_tracker
 from riembench.sizing.artifact import SUFFIX as ARTIFACT_SUFFIX
 from riembench.sizing.budgets import matrix_budget, network_target
 from riembench.sizing.byte_budget import measured_bytes_target
 from riembench.sizing.measure import compressed_cost, original_counts
-from riembench.store.records import Claim, RunRecord, RunStore
+from riembench.store.records import Claim, RunRecord
 
 log = logging.getLogger("riembench")
 
@@ -72,13 +72,9 @@ def _run(cfg: DictConfig, claims: dict[int, Claim]) -> CellOutcome:
     if cell.deterministic and len(cell.requested) > 1:
         log.info("%s: %s is deterministic, running seed %d of %s", table, cell.method.name,
                  seeds[0], cell.requested)
-    store = RunStore(cell.store_root, cell.claim_stale_s)
-    store.path(table, keys[seeds[0]])  # a table name that would leave the store stops here
+    store = open_store(cell)
     if cell.dry_run:
-        pending = [s for s in seeds if cell.force or not store.has(table, keys[s])]
-        skipped = [s for s in seeds if s not in pending]
-        log.info("%s: dry run, would run seed(s) %s; recorded %s", table, pending, skipped)
-        return CellOutcome(table, [], skipped, [], pending=pending)
+        return dry_run(cell, store)
     pending = claim_pending(store, cell, claims)
     skipped = [s for s in seeds if s not in pending]
     existing = [str(store.path(table, keys[s])) for s in skipped]

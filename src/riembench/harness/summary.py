@@ -53,7 +53,7 @@ def cell_report(outcome: Any) -> dict[str, Any]:
     metric = next((m for r in ok if (m := headline(r.get("metrics", {})))), None)
     values = [float(r["metrics"][metric]) for r in ok if metric in r.get("metrics", {})]
     values = [v for v in values if math.isfinite(v)]
-    cell = next((r.get("cell") for r in records if r.get("cell")), {})
+    cell: dict[str, Any] = next((r["cell"] for r in records if r.get("cell")), {})
     return {"table": outcome.table, "cell": cell,
             "seeds": sorted(int(r["seed"]) for r in records),
             "new": len(outcome.written), "skipped": len(outcome.skipped),

@@ -24,9 +24,11 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 _TRUE = ("1", "true", "yes", "on")
+#: the modes ``wandb.init`` declares; a mode from ``WANDB_MODE`` is checked by W&B itself
+_InitMode = Literal["online", "offline", "disabled", "shared"]
 log = logging.getLogger("riembench")
 
 
@@ -47,9 +49,10 @@ def _unless_env(**pairs: tuple[str, Any]) -> dict[str, Any]:
 def _settings() -> Any:
     import wandb
 
-    quiet = {} if {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ) else {"silent": True}
     # the record carries the git revision; W&B's git probe only warns outside a checkout
-    return wandb.Settings(**quiet, disable_git=True)
+    if {"WANDB_SILENT", "WANDB_QUIET"} & set(os.environ):
+        return wandb.Settings(disable_git=True)
+    return wandb.Settings(silent=True, disable_git=True)
 
 
 def metric_name(key: str) -> str:
@@ -75,6 +78,8 @@ def fit_curve(fit: Mapping[str, Any]) -> list[tuple[int, float]]:
     """The fit's loss curve as (step, loss), from ``fit["history"]`` when the method records it
     (``[[step, loss], ...]`` or ``[{"step": s, "loss": l}, ...]``); empty otherwise."""
     curve: list[tuple[int, float]] = []
+    step: Any  # values of the record's JSON (only the loss is checked)
+    loss: Any
     for point in fit.get("history") or []:
         if isinstance(point, Mapping):
             step, loss = point.get("step"), point.get("loss")
@@ -119,7 +124,7 @@ class CellTracker:
                              job_type=("WANDB_JOB_TYPE", self.table),
                              name=("WANDB_NAME", f"{self.cell_name}-seed{record.seed}"))
         try:
-            self._run = wandb.init(mode=self.mode, config=config,
+            self._run = wandb.init(mode=cast(_InitMode, self.mode), config=config,
                                    tags=sorted({*self.tags, *env_tags}), reinit="create_new",
                                    settings=_settings(), **kwargs)
         except Exception as exc:  # noqa: BLE001  (W&B down or misconfigured: keep the results)
@@ -219,7 +224,7 @@ def training_run(config: dict[str, Any], name: str, tags: list[str]) -> Iterator
                          entity=("WANDB_ENTITY", wb.get("entity")),
                          group=("WANDB_RUN_GROUP", f"train/{name}"),
                          job_type=("WANDB_JOB_TYPE", "train"), name=("WANDB_NAME", name))
-    run = wandb.init(mode=mode, config=config, tags=tags, reinit="create_new",
+    run = wandb.init(mode=cast(_InitMode, mode), config=config, tags=tags, reinit="create_new",
                      settings=_settings(), **kwargs)
     try:
         yield run
@@ -251,7 +256,7 @@ def log_table_files(table: str, paths: list[Path]) -> str | None:
     kwargs = _unless_env(project=("WANDB_PROJECT", "riembench"),
                          group=("WANDB_RUN_GROUP", table),
                          job_type=("WANDB_JOB_TYPE", "report"), name=("WANDB_NAME", f"{table}-report"))
-    run = wandb.init(mode=mode, tags=[f"table:{table}"], reinit="create_new",
+    run = wandb.init(mode=cast(_InitMode, mode), tags=[f"table:{table}"], reinit="create_new",
                      settings=_settings(), **kwargs)
     try:
         art = wandb.Artifact(f"{table}-tables", type="table")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import hydra
 import torch
@@ -44,6 +44,9 @@ from riembench.core.errors import RiembenchError
 from riembench.harness.device import resolve_device
 from riembench.harness.evaluate import evaluate_accuracy
 from riembench.harness.tracking import log_file_artifact, training_run
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 log = logging.getLogger("riembench")
 
@@ -157,8 +160,9 @@ def augment_batch(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Ten
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups: list[dict[str, Any]] = [{"params": decay, "weight_decay": cfg.weight_decay},
+                                    {"params": no_decay, "weight_decay": 0.0}]
+    assert cfg.lr is not None, "resolve_recipe first"
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
@@ -168,6 +172,7 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig,
                   total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "onecycle":
+        assert cfg.lr is not None, "resolve_recipe first"
         return torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=cfg.warmup,
             cycle_momentum=cfg.optimizer == "sgd" and cfg.momentum > 0)
@@ -202,6 +207,8 @@ def train_backbone(backbone_cfg: Any, task: Any, train_cfg: TrainConfig,
     CLI logs it to W&B).
     """
     _check_resolved(train_cfg)
+    assert train_cfg.epochs is not None and train_cfg.batch_size is not None  # checked above
+    assert train_cfg.label_smoothing is not None
     cfg, device = as_typed(backbone_cfg), torch.device(device)
     torch.manual_seed(train_cfg.seed)
     model = build_backbone(cfg, TaskShape.of(task)).to(device)
@@ -247,6 +254,7 @@ def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimize
                  sched: Any, criterion: nn.Module, cfg: TrainConfig, gen: torch.Generator,
                  device: torch.device, bar: tqdm) -> float:
     """One pass over the train split; returns the mean training loss."""
+    assert cfg.augment is not None, "resolve_recipe first"
     model.train()
     total, count = 0.0, 0
     for images, labels in loader:
@@ -266,7 +274,9 @@ def _train_epoch(model: nn.Module, loader: DataLoader, opt: torch.optim.Optimize
 
 
 def _as_dict(obj: Any) -> Any:
-    return asdict(obj) if is_dataclass(obj) else OmegaConf.to_container(obj, resolve=True)
+    # a schema instance or a config node, never a dataclass type
+    return (asdict(cast("DataclassInstance", obj)) if is_dataclass(obj)
+            else OmegaConf.to_container(obj, resolve=True))
 
 
 def train_from_config(cfg: DictConfig) -> Path:
@@ -278,7 +288,9 @@ def train_from_config(cfg: DictConfig) -> Path:
                              f"'{backbone_cfg.name}' is not trained here")
     dataset_cfg = typed_group(cfg.dataset, DATASETS)
     presets = OmegaConf.to_container(cfg.presets, resolve=True)
-    train_cfg = resolve_recipe(OmegaConf.to_object(cfg.train), presets, backbone_cfg.name,
+    train = OmegaConf.to_object(cfg.train)
+    assert isinstance(presets, dict) and isinstance(train, TrainConfig)  # TrainAppConfig's types
+    train_cfg = resolve_recipe(train, cast(dict[str, Any], presets), backbone_cfg.name,
                                dataset_cfg.name)
     recipe_hash = short_hash({"train": train_cfg.recipe(), "dataset": _as_dict(dataset_cfg)}, 8)
     path = checkpoint_path(backbone_cfg, dataset_cfg.name, train_cfg.seed, recipe_hash)

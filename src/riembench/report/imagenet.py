@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -117,7 +117,13 @@ def paper_backbone(row: Any) -> str:
     """The paper's backbone row a row of ours is compared with: the architecture its weights
     record (a hub backbone, ``pytorchcv:resnet18-...``), else its own name (torchvision's)."""
     arch = getattr(row, "paper_backbone", None)  # rows built before hub sources have none
-    return row.backbone if missing(arch) else arch
+    return row.backbone if missing(arch) else cast(str, arch)  # a present cell is a name
+
+
+def _method_rank(paper_method: str) -> int:
+    """A row's place in the paper's method order (:data:`METHOD_ORDER`; other methods last)."""
+    method = PAPER_METHOD.get(paper_method, paper_method)
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def match_paper(row: Any, paper: pd.DataFrame, pruning: bool) -> pd.Series | None:
@@ -182,9 +188,7 @@ def join(selected: pd.DataFrame, table: ImageNetTable) -> pd.DataFrame:
         r.paper_top1 - paper_orig.get(r.paper_backbone, math.nan)
         if r.paper_method != "original" else math.nan for r in df.itertuples()]
     df = pd.concat([df, _paper_only(df, paper)], ignore_index=True)
-    df["_order"] = df["paper_method"].map(
-        lambda m: METHOD_ORDER.index(PAPER_METHOD.get(m, m))
-        if PAPER_METHOD.get(m, m) in METHOD_ORDER else len(METHOD_ORDER))
+    df["_order"] = df["paper_method"].map(_method_rank)
     df["_ratio"] = df["our_prune_ratio"].fillna(0.0)
     df["_size"] = -df["size_mb"].fillna(df["paper_size_mb"]).fillna(math.inf)
     df = df.sort_values(["backbone", "dataset", "_ratio", "_order", "_size", "size"],

@@ -6,13 +6,13 @@ An impossible setting raises :class:`~riembench.core.errors.ImpossibleBudget` be
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
 from riembench.compression.methods.base import SizeTarget
 from riembench.compression.network import bias_count, dense_weight_count
-from riembench.config.sizes import SIZES, SizeConfig
+from riembench.config.sizes import SIZES, ParamsSizeConfig, RatioSizeConfig, SizeConfig
 from riembench.core.errors import ImpossibleBudget, RiembenchError
 from riembench.sizing.cost import stored_tensors
 
@@ -20,10 +20,11 @@ from riembench.sizing.cost import stored_tensors
 def matrix_budget(size_cfg: SizeConfig, shape: tuple[int, int], check: bool = True) -> int:
     """Stored-parameter budget of a single matrix task (table 5)."""
     m, n = shape
+    # a size's name picks its schema (riembench.config.sizes.SIZES)
     if size_cfg.name == "ratio":
-        budget = int(size_cfg.ratio * m * n)
+        budget = int(cast(RatioSizeConfig, size_cfg).ratio * m * n)
     elif size_cfg.name == "params":
-        budget = int(size_cfg.params)
+        budget = int(cast(ParamsSizeConfig, size_cfg).params)
     else:
         raise RiembenchError(f"size '{size_cfg.name}' does not apply to a matrix task; use "
                              "size=ratio or size=params")

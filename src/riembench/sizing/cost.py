@@ -58,7 +58,7 @@ import os
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from torch import nn
@@ -80,6 +80,12 @@ PAPER_ORIGINAL_WEIGHTS = {"resnet18": "IMAGENET1K_V1", "resnet34": "IMAGENET1K_V
 # stored numbers and bytes
 
 
+class _Totals(TypedDict):
+    params: int
+    stored: int
+    bits: float
+
+
 def stored_tensors(model: nn.Module, bits_by_param: dict[str, int] | None = None
                    ) -> tuple[int, int, float]:
     """(parameters, stored numbers, stored bits) of ``model``; see the module docstring.
@@ -87,7 +93,7 @@ def stored_tensors(model: nn.Module, bits_by_param: dict[str, int] | None = None
     Shared tensors (tied weights) count once, as ``torch.save`` writes them once.
     """
     seen: set[int] = set()
-    totals = {"params": 0, "stored": 0, "bits": 0.0}
+    totals: _Totals = {"params": 0, "stored": 0, "bits": 0.0}
 
     def visit(prefix: str, module: nn.Module) -> None:
         if isinstance(module, SelfCountingLayer):
@@ -231,9 +237,10 @@ def _weight_layers(model: nn.Module) -> dict[str, nn.Module]:
     for name, module in model.named_modules():
         if any(name.startswith(p + ".") for p in owners):
             continue
-        if isinstance(module, SelfCountingLayer):
+        counting = isinstance(module, SelfCountingLayer)
+        if counting:
             owners.append(name)
-        if isinstance(module, (*COMPRESSIBLE, SelfCountingLayer)):
+        if counting or isinstance(module, COMPRESSIBLE):
             found[name] = module
     return found
 

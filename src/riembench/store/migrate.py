@@ -44,6 +44,7 @@ def method_is_deterministic(method: dict[str, Any]) -> bool:
     name = method.get("name")
     if name not in METHODS:
         return False
+    assert isinstance(name, str)  # a registry's names are strings
     try:
         settings = typed_group(OmegaConf.create(method), METHODS)
     except Exception:  # noqa: BLE001  (an old config: fields since renamed or removed)
@@ -130,13 +131,18 @@ def migrate(root: str | Path, apply: bool = False) -> Migration:
         target = root / ".superseded" / path.parent.name / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         path.rename(target)
-    for path, dest, rec in writes:
-        blob = json.dumps(rec, indent=1, sort_keys=True).encode()
-        atomic_write(dest, lambda fh, b=blob: fh.write(b))
+    for _, dest, rec in writes:
+        _write_record(dest, rec)
     for path, dest, _ in writes:
         if path != dest and path not in taken and path.exists():
             path.unlink()
     return out
+
+
+def _write_record(dest: Path, rec: dict[str, Any]) -> None:
+    """Write ``rec`` to ``dest`` as indented JSON with sorted keys, atomically."""
+    blob = json.dumps(rec, indent=1, sort_keys=True).encode()
+    atomic_write(dest, lambda fh: fh.write(blob))
 
 
 def main(argv: list[str] | None = None) -> int:

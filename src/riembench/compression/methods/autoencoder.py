@@ -96,7 +96,9 @@ def _mlp(dims: list[int], activation: str, last_activation: bool) -> nn.Sequenti
 
 def n_stored(model: Autoencoder, m: int) -> int:
     """What reproduces A: the m codes plus every decoder parameter (counted, not assumed)."""
-    code_dim = model.decoder[0].in_features
+    first = model.decoder[0]
+    assert isinstance(first, nn.Linear)  # _mlp starts with a Linear
+    code_dim = first.in_features
     return m * code_dim + sum(p.numel() for p in model.decoder.parameters())
 
 
@@ -151,6 +153,7 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: AutoencoderConfig) -> torch.opti
 def decode_rows(model: Autoencoder, x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """Codes -> rows, with the standardisation folded into the decoder's last layer (as stored)."""
     last = model.decoder[-1]
+    assert isinstance(last, nn.Linear)  # the decoder ends without an activation
     last.weight.mul_(std)
     last.bias.mul_(std).add_(mean)
     return model.decoder(model.encoder(x))

@@ -50,9 +50,9 @@ import torch
 from torch import fx, nn
 
 from riembench.compression.act_ranges import ActStats, input_stats
-from riembench.compression.graph import HOMOGENEOUS, LAYERS, ModelGraph, Op
+from riembench.compression.graph import COMPRESSIBLE, HOMOGENEOUS, LAYERS, Layer, ModelGraph, Op
 from riembench.compression.methods.base import CompressedNet, NetworkJob, NetworkMethod
-from riembench.compression.network import get_module, set_module
+from riembench.compression.network import get_layer, get_module, set_module
 from riembench.compression.quantize import QuantSpec, quantize_biases, quantize_model
 from riembench.config.methods import DfqConfig
 
@@ -84,12 +84,13 @@ def fold_batchnorm(model: nn.Module) -> dict[str, ActStats]:
         if len(users) != 1 or traced.kind(users[0]) is not Op.BATCHNORM:
             continue
         bn_name, layer_name = str(users[0].target), str(node.target)
-        bn = traced.modules[bn_name]
+        bn, layer = traced.modules[bn_name], traced.modules[layer_name]
+        assert isinstance(bn, nn.modules.batchnorm._BatchNorm) and isinstance(layer, COMPRESSIBLE)
         if bn.running_mean is None:
             continue
         if traced.calls[bn_name] != 1 or traced.calls[layer_name] != 1:
             continue
-        _fold_one(traced.modules[layer_name], bn)
+        _fold_one(layer, bn)
         gamma = bn.weight.detach() if bn.affine else torch.ones(bn.num_features)
         beta = bn.bias.detach() if bn.affine else torch.zeros(bn.num_features)
         stats[layer_name] = ActStats.gaussian(beta, gamma)
@@ -103,12 +104,16 @@ def replace_relu6(model: nn.Module) -> list[str]:
     Returns the replaced module names."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.ReLU6)]
     for name in names:
-        set_module(model, name, nn.ReLU(inplace=get_module(model, name).inplace))
+        relu6 = get_module(model, name)
+        assert isinstance(relu6, nn.ReLU6)
+        set_module(model, name, nn.ReLU(inplace=relu6.inplace))
     return names
 
 
 @torch.no_grad()
-def _fold_one(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
+def _fold_one(layer: Layer, bn: nn.modules.batchnorm._BatchNorm) -> None:
+    # a BN with running statistics has both (fold_batchnorm skips the others)
+    assert bn.running_mean is not None and bn.running_var is not None
     inv = torch.rsqrt(bn.running_var.double() + bn.eps)
     if bn.affine:
         inv = inv * bn.weight.double()
@@ -119,7 +124,7 @@ def _fold_one(layer: nn.Module, bn: nn.modules.batchnorm._BatchNorm) -> None:
     bias.copy_((bias.double() * inv + shift).to(bias.dtype))
 
 
-def _ensure_bias(layer: nn.Module) -> torch.Tensor:
+def _ensure_bias(layer: Layer) -> torch.Tensor:
     """The layer's bias, created as zeros when it has none (folding and corrections need one)."""
     if layer.bias is None:
         layer.bias = nn.Parameter(torch.zeros(layer.weight.shape[0], dtype=layer.weight.dtype,
@@ -170,6 +175,7 @@ def find_pairs(model: nn.Module, names: list[str],
             skipped[name] = reason
             continue
         first, second = traced.modules[name], traced.modules[pair.second]
+        assert isinstance(first, COMPRESSIBLE) and isinstance(second, COMPRESSIBLE)
         n_out = first.weight.shape[0]
         n_in = second.in_features if isinstance(second, nn.Linear) else second.in_channels
         if traced.calls[pair.second] != 1:
@@ -185,7 +191,8 @@ def find_pairs(model: nn.Module, names: list[str],
 
 def _follow(traced: ModelGraph, node: fx.Node, selected: set[str]) -> tuple[Pair | None, str]:
     """Walk from a layer's output through homogeneous single-consumer ops to the next layer."""
-    cur, relu, through = node, False, []
+    cur, relu = node, False
+    through: list[str] = []
     while True:
         users = list(cur.users)
         if len(users) != 1:
@@ -242,15 +249,15 @@ def _out_ranges(w: torch.Tensor, kind: str) -> torch.Tensor:
     return _range(w.detach().double().reshape(w.shape[0], -1), kind)
 
 
-def _in_ranges(layer: nn.Module, kind: str) -> torch.Tensor:
+def _in_ranges(layer: Layer, kind: str) -> torch.Tensor:
     return _range(_by_input_channel(layer.weight, _groups(layer)), kind)
 
 
 def pair_ranges(model: nn.Module, pair: Pair,
                 kind: str = "absmax") -> tuple[torch.Tensor, torch.Tensor]:
     """(r1, r2): per-channel ranges of the first layer's outputs and the second's inputs."""
-    return (_out_ranges(get_module(model, pair.first).weight, kind),
-            _in_ranges(get_module(model, pair.second), kind))
+    return (_out_ranges(get_layer(model, pair.first).weight, kind),
+            _in_ranges(get_layer(model, pair.second), kind))
 
 
 @torch.no_grad()
@@ -275,7 +282,7 @@ def equalize(model: nn.Module, pairs: list[Pair], stats: dict[str, ActStats],
 def _scale_channels(model: nn.Module, pair: Pair, s: torch.Tensor,
                     stats: dict[str, ActStats]) -> None:
     """Divide output channel i of ``first`` by s_i and multiply input channel i of ``second``."""
-    first, second = get_module(model, pair.first), get_module(model, pair.second)
+    first, second = get_layer(model, pair.first), get_layer(model, pair.second)
     w1 = first.weight
     w1.copy_((w1.double() / s.reshape(-1, *([1] * (w1.dim() - 1)))).to(w1.dtype))
     if first.bias is not None:
@@ -307,7 +314,7 @@ def absorb_high_bias(model: nn.Module, pairs: list[Pair], stats: dict[str, ActSt
     absorbed: dict[str, float] = {}
     skipped: dict[str, str] = {}
     for pair in pairs:
-        second = get_module(model, pair.second)
+        second = get_layer(model, pair.second)
         if not pair.relu:
             skipped[pair.first] = "no ReLU between the pair: nothing is clipped, nothing to absorb"
             continue
@@ -323,7 +330,7 @@ def absorb_high_bias(model: nn.Module, pairs: list[Pair], stats: dict[str, ActSt
         if not bool((c > 0).any()):
             skipped[pair.first] = "no channel has beta > 3 |gamma|"
             continue
-        first = get_module(model, pair.first)
+        first = get_layer(model, pair.first)
         b1 = _ensure_bias(first)
         b1.copy_((b1.double() - c).to(b1.dtype))
         shift = _weight_times_input(second, c)
@@ -338,7 +345,7 @@ def absorb_high_bias(model: nn.Module, pairs: list[Pair], stats: dict[str, ActSt
 # 5. analytic bias correction
 
 
-def _weight_times_input(layer: nn.Module, x: torch.Tensor,
+def _weight_times_input(layer: Layer, x: torch.Tensor,
                         weight: torch.Tensor | None = None) -> torch.Tensor:
     """``W x`` for a per-input-channel constant ``x`` (a conv's kernel summed; grouped convs
     read their own group's channels): the output shift that a constant input shift causes."""
@@ -351,7 +358,7 @@ def _weight_times_input(layer: nn.Module, x: torch.Tensor,
 
 
 @torch.no_grad()
-def correct_bias(layer: nn.Module, float_weight: torch.Tensor, input_mean: torch.Tensor) -> float:
+def correct_bias(layer: Layer, float_weight: torch.Tensor, input_mean: torch.Tensor) -> float:
     """Subtract the expected output shift ``(W_q - W) E[x]`` from ``layer``'s bias, in place.
 
     ``input_mean``: E[x] per input channel (in_channels of a conv). For a conv the shift uses
@@ -389,7 +396,7 @@ def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig, w_bits: i
                                         cfg.eq_tol)
     if cfg.absorb_bias and pairs:
         info.update(absorb_high_bias(model, pairs, stats, cfg.absorb_sigmas, cfg.absorb_padded))
-    float_weights = {n: get_module(model, n).weight.detach().clone() for n in layers}
+    float_weights = {n: get_layer(model, n).weight.detach().clone() for n in layers}
     means = input_stats(model, stats) if cfg.bias_correct else None
     spec = QuantSpec(w_bits, cfg.a_bits, cfg.per_channel, cfg.symmetric, None, cfg.act_k,
                      cfg.act_scope, input_range)
@@ -401,7 +408,7 @@ def dfq_transform(model: nn.Module, layers: list[str], cfg: DfqConfig, w_bits: i
         for name in layers:
             st = means.inputs.get(name)
             if st is not None:
-                corrected[name] = correct_bias(get_module(model, name), float_weights[name],
+                corrected[name] = correct_bias(get_layer(model, name), float_weights[name],
                                                st.mean())
         info["bias_corrected"] = corrected
         info["bias_uncorrected"] = {n: means.missing.get(n, "?") for n in layers

@@ -66,10 +66,15 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
     def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> BatchedEmbedding:
         """A randomly initialised embedding, one element per seed."""
 
+    @abstractmethod
+    def start_name(self) -> str:
+        """The data-free start the config's ``init`` names (each method's config declares its
+        own choices of it)."""
+
     def initialize(self, parts: Sequence[BatchedEmbedding], targets: Sequence[torch.Tensor],
                    seeds: Sequence[int]) -> dict[str, Any]:
         """The data-free start named by ``init`` (riembench.engine.starts), in place; its record."""
-        return apply_start(self.cfg.init, parts, targets, seeds)
+        return apply_start(self.start_name(), parts, targets, seeds)
 
     def describe(self, model: BatchedEmbedding) -> dict[str, Any]:
         """Solved dimensions etc. worth recording with each seed."""
@@ -153,7 +158,8 @@ class EmbeddingMethod(MatrixMethod, NetworkMethod):
 
     def approximate(self, target: torch.Tensor, budget: int, seeds: Sequence[int],
                     device: torch.device) -> list[MatrixApprox]:
-        model = self.build(tuple(target.shape), budget, seeds).to(device)
+        m, n = target.shape
+        model = self.build((m, n), budget, seeds).to(device)
         targets = target.to(device).expand(len(seeds), *target.shape)
         init_info = self.initialize([model], [targets], seeds)
         result = fit(model, targets, self.cfg.fit,

@@ -7,7 +7,7 @@ from typing import Any
 
 from riembench.compression.methods.embedding import EmbeddingMethod
 from riembench.config.methods import LpNormConfig
-from riembench.engine.embeddings import LpNormEmbedding
+from riembench.engine.embeddings import BatchedEmbedding, LpNormEmbedding
 
 
 class LpNormMethod(EmbeddingMethod):
@@ -23,6 +23,10 @@ class LpNormMethod(EmbeddingMethod):
     def make(self, seeds: Sequence[int], m: int, n: int, dims: dict[str, Any]) -> LpNormEmbedding:
         return LpNormEmbedding(seeds, m, n, dims["d"], dims["heads"], self.cfg.p, self.cfg.offset)
 
-    def describe(self, model: LpNormEmbedding) -> dict[str, Any]:
+    def start_name(self) -> str:
+        return self.cfg.init
+
+    def describe(self, model: BatchedEmbedding) -> dict[str, Any]:
+        assert isinstance(model, LpNormEmbedding)  # what make builds
         return {"d": model.d, "heads": model.heads, "p": model.p}
 

@@ -29,9 +29,15 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from riembench.compression.graph import HOMOGENEOUS, LAYERS, PER_CHANNEL, ModelGraph, Op
+from riembench.compression.graph import HOMOGENEOUS, LAYERS, PER_CHANNEL, Layer, ModelGraph, Op
 from riembench.compression.methods.base import CompressedNet, NetworkJob, NetworkMethod
-from riembench.compression.network import get_module, set_module
+from riembench.compression.network import (
+    conv_geometry,
+    get_layer,
+    get_module,
+    module_weight,
+    set_module,
+)
 from riembench.config.methods import PruneConfig
 from riembench.core.errors import RiembenchError
 
@@ -153,22 +159,22 @@ def prune_structured_info(model: nn.Module, ratio: float, layers: list[str],
     merged: dict[str, int] = {}
     unmerged: dict[str, str] = {}
     for group in groups:
-        producer = get_module(pruned, group.producer)
+        producer = get_layer(pruned, group.producer)
         total = producer.weight.shape[0]
         keep = n_kept(total, ratio)
         scores = _channel_scores(producer.weight, criterion)
         idx = torch.sort(torch.topk(scores, keep).indices).values
-        consumer = get_module(pruned, group.consumer)
+        consumer = get_layer(pruned, group.consumer)
         if merge_threshold is not None and not group.homogeneous:
             unmerged[group.producer] = ("an op on the way does not commute with a channel "
                                         "scale (ReLU6, hardswish, ...): channels removed unmerged")
         elif merge_threshold is not None:
-            norms = [get_module(pruned, n) for n in group.norms]
+            norms = [_get_bn(pruned, n) for n in group.norms]
             merged[group.producer] = merge_into_kept(producer, norms, consumer, idx,
                                                      merge_threshold)
         set_module(pruned, group.producer, _slice_layer(producer, out_idx=idx))
         for norm in group.norms:
-            set_module(pruned, norm, _slice_bn(get_module(pruned, norm), idx))
+            set_module(pruned, norm, _slice_bn(_get_bn(pruned, norm), idx))
         set_module(pruned, group.consumer, _slice_layer(consumer, in_idx=idx))
         channels[group.producer] = [total, keep]
     info: dict[str, Any] = {"pruned_channels": channels, "skipped": skipped, "ratio": ratio,
@@ -187,7 +193,7 @@ def require_pruned(info: dict[str, Any], who: str) -> None:
 
 
 @torch.no_grad()
-def merge_into_kept(producer: nn.Module, norms: list[nn.Module], consumer: nn.Module,
+def merge_into_kept(producer: Layer, norms: list[nn.modules.batchnorm._BatchNorm], consumer: Layer,
                     kept: torch.Tensor, threshold: float) -> int:
     """Neuron Merging (Kim et al., NeurIPS 2020), data-free: compensate the consumer for the
     channels about to be removed. Modifies ``consumer``'s weight in place; returns how many
@@ -208,8 +214,9 @@ def merge_into_kept(producer: nn.Module, norms: list[nn.Module], consumer: nn.Mo
     for bn in norms:  # eval-mode BN: y = g (x - mu) / sqrt(var + eps) + beta
         g = bn.weight.double() if bn.affine else torch.ones_like(b)
         beta = bn.bias.double() if bn.affine else torch.zeros_like(b)
-        a = g / torch.sqrt(bn.running_var.double() + bn.eps)
-        w, b = w * a[:, None], a * (b - bn.running_mean.double()) + beta
+        running_mean, running_var, _ = _running_stats(bn)
+        a = g / torch.sqrt(running_var.double() + bn.eps)
+        w, b = w * a[:, None], a * (b - running_mean.double()) + beta
     affine = torch.cat([w, b[:, None]], dim=1)
     norm = affine.norm(dim=1).clamp_min(1e-12)
     unit = affine / norm[:, None]
@@ -230,8 +237,8 @@ def merge_into_kept(producer: nn.Module, norms: list[nn.Module], consumer: nn.Mo
     return n_merged
 
 
-def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None = None,
-                 in_idx: torch.Tensor | None = None) -> nn.Module:
+def _slice_layer(layer: Layer, out_idx: torch.Tensor | None = None,
+                 in_idx: torch.Tensor | None = None) -> Layer:
     """A new Linear/Conv2d holding the selected output and/or input channels of ``layer``."""
     w = layer.weight.detach()
     if out_idx is not None:
@@ -241,15 +248,17 @@ def _slice_layer(layer: nn.Module, out_idx: torch.Tensor | None = None,
     bias = layer.bias.detach() if layer.bias is not None else None
     if bias is not None and out_idx is not None:
         bias = bias[out_idx]
-    kwargs = {"device": w.device, "dtype": w.dtype}
+    new: Layer
     if isinstance(layer, nn.Linear):
-        new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, **kwargs)
+        new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, device=w.device,
+                        dtype=w.dtype)
     else:
-        new = nn.Conv2d(w.shape[1], w.shape[0], layer.kernel_size, layer.stride, layer.padding,
-                        layer.dilation, 1, bias is not None, layer.padding_mode, **kwargs)
+        new = nn.Conv2d(w.shape[1], w.shape[0], groups=1, bias=bias is not None, device=w.device,
+                        dtype=w.dtype, **conv_geometry(layer))
     with torch.no_grad():
         new.weight.copy_(w)
         if bias is not None:
+            assert new.bias is not None  # built with a bias
             new.bias.copy_(bias)
     new.train(layer.training)
     return new
@@ -263,11 +272,28 @@ def _slice_bn(bn: nn.modules.batchnorm._BatchNorm, idx: torch.Tensor) -> nn.Modu
             new.weight.copy_(bn.weight[idx])
             new.bias.copy_(bn.bias[idx])
         if bn.track_running_stats and bn.running_mean is not None:
-            new.running_mean.copy_(bn.running_mean[idx])
-            new.running_var.copy_(bn.running_var[idx])
-            new.num_batches_tracked.copy_(bn.num_batches_tracked)
+            running_mean, running_var, tracked = _running_stats(bn)
+            new_mean, new_var, new_tracked = _running_stats(new)
+            new_mean.copy_(running_mean[idx])
+            new_var.copy_(running_var[idx])
+            new_tracked.copy_(tracked)
     new.train(bn.training)
     return new
+
+
+def _get_bn(model: nn.Module, name: str) -> nn.modules.batchnorm._BatchNorm:
+    """The BatchNorm ``name`` of ``model`` (a module :func:`prunable_groups` found one)."""
+    bn = get_module(model, name)
+    assert isinstance(bn, nn.modules.batchnorm._BatchNorm)
+    return bn
+
+
+def _running_stats(bn: nn.modules.batchnorm._BatchNorm
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(running mean, running variance, batches tracked) of a BatchNorm that tracks them."""
+    mean, var, tracked = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    assert mean is not None and var is not None and tracked is not None
+    return mean, var, tracked
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,19 +306,19 @@ def prune_unstructured(model: nn.Module, ratio: float, layers: list[str],
     exactly ``int(ratio * n)`` of each layer's ``n`` weights (``scope="layer"``), or every weight
     at or below the global ``ratio`` quantile of all their magnitudes (``scope="global"``)."""
     pruned = copy.deepcopy(model)
-    mods = {n: get_module(pruned, n) for n in layers}
+    weights = {n: module_weight(get_module(pruned, n)) for n in layers}
     cut = None
     if scope == "global":
-        everything = torch.cat([m.weight.detach().abs().flatten() for m in mods.values()])
+        everything = torch.cat([weight.detach().abs().flatten() for weight in weights.values()])
         k = int(ratio * everything.numel())
         cut = float(everything.kthvalue(k).values) if k > 0 else -1.0
     zeros = 0
     total = 0
-    for mod in mods.values():
-        w = mod.weight.detach()
+    for weight in weights.values():
+        w = weight.detach()
         mask = w.abs() > cut if cut is not None else _drop_smallest(w, int(ratio * w.numel()))
         with torch.no_grad():
-            mod.weight.mul_(mask)
+            weight.mul_(mask)
         zeros += int((~mask).sum())
         total += w.numel()
     nonzero = total - zeros

@@ -13,7 +13,7 @@ from typing import Any
 
 from riembench.compression.methods.embedding import EmbeddingMethod
 from riembench.config.methods import RiemConfig
-from riembench.engine.embeddings import RiemEmbedding, default_shifts
+from riembench.engine.embeddings import BatchedEmbedding, RiemEmbedding, default_shifts
 
 
 class RiemMethod(EmbeddingMethod):
@@ -35,6 +35,10 @@ class RiemMethod(EmbeddingMethod):
         return RiemEmbedding(seeds, m, n, dims["d"], dims["d_mu"], dims["shifts"], c.activation,
                              c.wrap, c.combine)
 
-    def describe(self, model: RiemEmbedding) -> dict[str, Any]:
+    def start_name(self) -> str:
+        return self.cfg.init
+
+    def describe(self, model: BatchedEmbedding) -> dict[str, Any]:
+        assert isinstance(model, RiemEmbedding)  # what make builds
         return {"d": model.d, "d_mu": model.d_mu, "shifts": model.shifts,
                 "activation": model.activation, "wrap": model.wrap, "combine": model.combine}

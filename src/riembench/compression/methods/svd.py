@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from riembench.compression.fake_quant import quantize_tensor
+from riembench.compression.graph import COMPRESSIBLE, Layer
 from riembench.compression.methods.base import (
     CompressedNet,
     MatrixApprox,
@@ -26,7 +27,15 @@ from riembench.compression.methods.base import (
     NetworkMethod,
     PerSeedMatrixMethod,
 )
-from riembench.compression.network import get_module, matrix_shape, set_module, weight_matrix
+from riembench.compression.network import (
+    conv_geometry,
+    get_layer,
+    get_module,
+    matrix_shape,
+    module_weight,
+    set_module,
+    weight_matrix,
+)
 from riembench.compression.packing import (
     Packed,
     PackedLayer,
@@ -135,7 +144,7 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
             plan, dense = plan_ranks(model, list(job.layers), job.size.budget, self.cfg.rank)
         ranks: dict[str, int] = {}
         for name, rank in plan.items():
-            module = get_module(model, name)
+            module = get_layer(model, name)
             m, n = matrix_shape(module)
             solver = self.resolve_solver(m, n, rank)
             work = weight_matrix(module).to(dtype=DTYPES[self.cfg.dtype], device=job.device)
@@ -147,13 +156,13 @@ class SvdMethod(PerSeedMatrixMethod, NetworkMethod):
             ranks[name] = rank
         stored = sum(svd_params(*matrix_shape(get_module(job.model, n)), r)
                      for n, r in ranks.items())
-        stored += sum(get_module(job.model, n).weight.numel() for n in dense)
+        stored += sum(module_weight(get_module(job.model, n)).numel() for n in dense)
         info: dict[str, Any] = {"ranks": ranks, "kept_dense": dense, "stored_weights": stored,
                                 "budget": job.size.budget, "dtype": self.cfg.dtype}
         if self.cfg.w_bits is not None and self.cfg.w_bits < 32:
             # layers kept dense are stored at the same bits (per output channel) as the factors
             for name in dense:
-                weight = get_module(model, name).weight
+                weight = module_weight(get_module(model, name))
                 with torch.no_grad():
                     weight.copy_(quantize_tensor(weight, self.cfg.w_bits, per_channel=True,
                                                  symmetric=False, axis=0))
@@ -311,8 +320,8 @@ class FactorizedLayer(nn.Sequential, PackedLayer):
     def quantize_factors(self, bits: int) -> None:
         """Round both factors to ``bits`` bits per output channel (asymmetric, exact zero)."""
         for factor in self:
-            factor.weight.copy_(quantize_tensor(factor.weight, bits, per_channel=True,
-                                                symmetric=False, axis=0))
+            weight = module_weight(factor)
+            weight.copy_(quantize_tensor(weight, bits, per_channel=True, symmetric=False, axis=0))
         self.factor_bits = int(bits)
 
     def pack(self) -> Packed:
@@ -322,6 +331,7 @@ class FactorizedLayer(nn.Sequential, PackedLayer):
             if self.factor_bits < 32:
                 packed.add(str(i), UniformWeight(self.factor_bits, per_channel=True).pack(factor))
             else:
+                assert isinstance(factor, COMPRESSIBLE)  # see factorized_layer
                 packed.add(str(i), _float_layer(factor))
         return packed
 
@@ -335,7 +345,7 @@ class FactorizedLayer(nn.Sequential, PackedLayer):
         return layer.eval()
 
 
-def _float_layer(module: nn.Module) -> Packed:
+def _float_layer(module: Layer) -> Packed:
     from riembench.compression.packing import encode_float
 
     packed = Packed(meta={"kind": "float"})
@@ -345,30 +355,34 @@ def _float_layer(module: nn.Module) -> Packed:
     return packed
 
 
-def factorized_layer(module: nn.Module, left: torch.Tensor, right: torch.Tensor) -> FactorizedLayer:
+def factorized_layer(module: Layer, left: torch.Tensor, right: torch.Tensor) -> FactorizedLayer:
     """Two layers computing ``left @ right`` in place of ``module``'s weight (see compress)."""
     weight = module.weight
-    kwargs = {"dtype": weight.dtype, "device": weight.device}
+    dtype, device = weight.dtype, weight.device
     rank = left.shape[1]
-    has_bias = module.bias is not None
+    bias = module.bias
+    has_bias = bias is not None
+    first: Layer
+    second: Layer
     if isinstance(module, nn.Linear):
-        first: nn.Module = nn.Linear(module.in_features, rank, bias=False, **kwargs)
-        second: nn.Module = nn.Linear(rank, module.out_features, bias=has_bias, **kwargs)
+        first = nn.Linear(module.in_features, rank, bias=False, dtype=dtype, device=device)
+        second = nn.Linear(rank, module.out_features, bias=has_bias, dtype=dtype, device=device)
         first_w, second_w = right, left
     elif isinstance(module, nn.Conv2d):
-        first = nn.Conv2d(module.in_channels, rank, module.kernel_size, module.stride,
-                          module.padding, module.dilation, bias=False,
-                          padding_mode=module.padding_mode, **kwargs)
-        second = nn.Conv2d(rank, module.out_channels, 1, bias=has_bias, **kwargs)
+        first = nn.Conv2d(module.in_channels, rank, bias=False, dtype=dtype, device=device,
+                          **conv_geometry(module))
+        second = nn.Conv2d(rank, module.out_channels, 1, bias=has_bias, dtype=dtype,
+                           device=device)
         first_w = right.reshape(rank, *weight.shape[1:])
         second_w = left.reshape(module.out_channels, rank, 1, 1)
     else:
         raise TypeError(f"svd cannot factorize {type(module).__name__}")
     with torch.no_grad():
-        first.weight.copy_(first_w.to(**kwargs))
-        second.weight.copy_(second_w.to(**kwargs))
-        if has_bias:
-            second.bias.copy_(module.bias.detach())
+        first.weight.copy_(first_w.to(dtype=dtype, device=device))
+        second.weight.copy_(second_w.to(dtype=dtype, device=device))
+        if bias is not None:
+            assert second.bias is not None  # built with a bias
+            second.bias.copy_(bias.detach())
     return FactorizedLayer(first, second).train(module.training)
 
 
